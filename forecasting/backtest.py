@@ -1,0 +1,280 @@
+"""Rolling-origin backtests, accuracy metrics, model choice and the confidence score.
+
+The backtest replays how a model is used in serving: it is fitted at a *fit origin* on the trailing
+training window, then queried at every *forecast origin* until the next refit, re-anchored at each one with
+the observations available at that moment. Nothing after a forecast origin is ever used to make that
+forecast.
+
+Metrics, per lead h, over all forecast origins:
+
+- MASE: mean absolute error / mean absolute one-step naive error on the data before the evaluation window;
+- sMAPE: mean of 2|e| / (|y| + |ŷ|), points where both are 0 left out;
+- WAPE: sum |e| / sum |y|;
+- coverage: share of actuals inside the model's 80% band;
+- under-forecast share: share of points with ŷ < y.
+
+Confidence (what the scaler and the rightsizer gate on) is the share of forecast origins whose forecast of the
+*mean over the serving window* (``peak_window_s``, default 10 min, the scaler's default horizon) lands
+within ±20% of what then happened:
+
+    confidence = 1 - (origins with |mean(ŷ) - mean(y)| > 0.2 * mean(y)) / (all origins)
+
+It reads as "how often the forecast of the next window was good enough to scale on", and the scaler tracks
+the same quantity live (misses over 20%) as data arrive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecasting.curve import FloatArray
+from forecasting.models.base import Forecaster, ModelError
+from forecasting.series import DAY_S, PreparedSeries
+
+MISS_TOLERANCE = 0.2
+ANCHOR_BOUNDS = (0.25, 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestSettings:
+    leads_s: tuple[float, ...] = (600.0, 1800.0, 3600.0)
+    eval_s: float = 2 * DAY_S
+    """Evaluation window at the end of the history."""
+    min_eval_s: float = 12 * 3600.0
+    refit_every_s: float = 12 * 3600.0
+    """How often an expensive model is refitted inside the evaluation window."""
+    origin_every_s: float = 600.0
+    """Spacing of forecast origins."""
+    training_window_s: float = 14 * DAY_S
+    min_training_s: float = 2 * DAY_S
+    peak_window_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeadMetrics:
+    mase: float
+    smape: float
+    wape: float
+    coverage: float
+    under_share: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    model: str
+    by_lead: dict[float, LeadMetrics]
+    window_miss_rate: float
+    window_wape: float
+    origins: int
+    fits: int
+    eval_start: float
+    eval_end: float
+    origin_times: FloatArray = field(default_factory=lambda: np.zeros(0))
+    abs_errors: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """|ŷ - y| per forecast origin (rows) and lead (columns); NaN where no forecast was made."""
+    scale: float = float("nan")
+
+    @property
+    def confidence(self) -> float:
+        return max(0.0, min(1.0, 1.0 - self.window_wape))
+
+    def mase(self, lead_s: float) -> float:
+        return self.by_lead[lead_s].mase
+
+    def as_accuracy(self) -> dict[str, float]:
+        out: dict[str, float] = {"confidence": self.confidence, "origins": float(self.origins)}
+        for lead, m in self.by_lead.items():
+            tag = f"{int(lead // 60)}m"
+            out[f"mase_{tag}"] = m.mase
+            out[f"smape_{tag}"] = m.smape
+            out[f"wape_{tag}"] = m.wape
+            out[f"coverage_{tag}"] = m.coverage
+            out[f"under_{tag}"] = m.under_share
+        return out
+
+
+class NotEnoughHistory(ValueError):
+    """The history is too short to hold both a training window and an evaluation window."""
+
+
+def naive_scale(values: FloatArray) -> float:
+    """Mean absolute one-step change: the MASE denominator."""
+    if len(values) < 2:
+        return float("nan")
+    return float(np.mean(np.abs(np.diff(values))))
+
+
+def evaluation_window(series: PreparedSeries, settings: BacktestSettings) -> tuple[float, float]:
+    """(start, end) of the evaluation window, or NotEnoughHistory saying what is missing."""
+    max_lead = max(*settings.leads_s, settings.peak_window_s)
+    available = series.span_s - settings.min_training_s - max_lead
+    if available < settings.min_eval_s:
+        need = settings.min_training_s + settings.min_eval_s + max_lead
+        raise NotEnoughHistory(
+            f"backtest needs {need / DAY_S:.1f} days of history, got {series.span_s / DAY_S:.1f} "
+            f"({(need - series.span_s) / DAY_S:.1f} days missing)"
+        )
+    eval_len = min(settings.eval_s, available)
+    end = series.end - max_lead
+    return end - eval_len, end
+
+
+def rolling_origin(
+    series: PreparedSeries,
+    forecasters: Sequence[Forecaster],
+    settings: BacktestSettings = BacktestSettings(),
+) -> dict[str, BacktestResult]:
+    """Backtest each forecaster; forecasters whose name ends in ``+anchor`` are evaluated re-anchored.
+
+    Cheap models (``cheap = True``: the baselines) are refitted at every forecast origin; the others every
+    ``refit_every_s``.
+    """
+    eval_start, eval_end = evaluation_window(series, settings)
+    step = series.step_s
+    y = series.values
+    first = int(math.ceil((eval_start - series.start) / step))
+    last = int(math.floor((eval_end - series.start) / step))
+    stride = max(1, int(round(settings.origin_every_s / step)))
+    origins = np.arange(first, last + 1, stride)
+    lead_steps = np.array([max(1, int(round(h / step))) for h in settings.leads_s])
+    win_steps = max(1, int(round(settings.peak_window_s / step)))
+    scale = naive_scale(y[max(0, first - int(settings.training_window_s / step)) : first])
+    if not math.isfinite(scale) or scale <= 0:
+        scale = float("nan")
+
+    results: dict[str, BacktestResult] = {}
+    for forecaster in forecasters:
+        refit_steps = 1 if getattr(forecaster, "cheap", False) else max(1, int(round(settings.refit_every_s / step)))
+        preds = np.full((len(origins), len(lead_steps)), np.nan)
+        lows = np.full_like(preds, np.nan)
+        highs = np.full_like(preds, np.nan)
+        win_pred = np.full(len(origins), np.nan)
+        fits = 0
+        fit_at = -1
+        fitted = None
+        for k, o in enumerate(origins.tolist()):
+            if fitted is None or o - fit_at >= refit_steps:
+                train_lo = max(0, o + 1 - int(settings.training_window_s / step))
+                history = _slice(series, train_lo, o + 1)
+                horizon = (
+                    (settings.refit_every_s if refit_steps > 1 else 0.0)
+                    + max(*settings.leads_s, settings.peak_window_s)
+                    + 2 * step
+                )
+                try:
+                    fitted = forecaster.fit(history, horizon_s=horizon)
+                except ModelError:
+                    fitted = None
+                    continue
+                fit_at = o
+                fits += 1
+            curve = fitted.curve
+            offset = int(round((curve.start - series.start) / step))
+            factor = 1.0
+            if fitted.anchor_window_s > 0:
+                w = max(1, int(round(fitted.anchor_window_s / step)))
+                lo = max(o + 1 - w, offset, 0)
+                expected = float(curve.point[lo - offset : o + 1 - offset].sum())
+                observed = float(y[lo : o + 1].sum())
+                if expected > 1e-9 * max(1.0, abs(observed)):
+                    factor = min(max(observed / expected, ANCHOR_BOUNDS[0]), ANCHOR_BOUNDS[1])
+            idx = o + lead_steps - offset
+            if idx.max() >= len(curve.point) or idx.min() < 0:
+                continue
+            preds[k] = curve.point[idx] * factor
+            lows[k] = curve.lower[idx] * factor
+            highs[k] = curve.upper[idx] * factor
+            w_idx = o + 1 - offset
+            win_pred[k] = float(curve.point[w_idx : w_idx + win_steps].mean()) * factor
+        results[forecaster.name] = _score(
+            forecaster.name,
+            y,
+            origins,
+            lead_steps,
+            preds,
+            lows,
+            highs,
+            win_pred,
+            win_steps,
+            scale,
+            settings,
+            fits,
+            eval_start,
+            eval_end,
+            series.start,
+            step,
+        )
+    return results
+
+
+def _slice(series: PreparedSeries, lo: int, hi: int) -> PreparedSeries:
+    return PreparedSeries(
+        start=series.start + lo * series.step_s,
+        step_s=series.step_s,
+        values=series.values[lo:hi],
+        quality=series.quality,
+    )
+
+
+def _score(
+    name: str,
+    y: FloatArray,
+    origins: np.ndarray,
+    lead_steps: np.ndarray,
+    preds: FloatArray,
+    lows: FloatArray,
+    highs: FloatArray,
+    win_pred: FloatArray,
+    win_steps: int,
+    scale: float,
+    settings: BacktestSettings,
+    fits: int,
+    eval_start: float,
+    eval_end: float,
+    series_start: float,
+    step_s: float,
+) -> BacktestResult:
+    by_lead: dict[float, LeadMetrics] = {}
+    for j, lead in enumerate(settings.leads_s):
+        ok = np.isfinite(preds[:, j])
+        actual = y[origins[ok] + lead_steps[j]]
+        pred = preds[ok, j]
+        err = pred - actual
+        abs_err = np.abs(err)
+        denom = np.abs(actual) + np.abs(pred)
+        nz = denom > 0
+        by_lead[lead] = LeadMetrics(
+            mase=float(abs_err.mean() / scale) if len(err) else float("nan"),
+            smape=float(np.mean(2 * abs_err[nz] / denom[nz])) if nz.any() else float("nan"),
+            wape=float(abs_err.sum() / np.abs(actual).sum()) if np.abs(actual).sum() > 0 else float("nan"),
+            coverage=float(np.mean((actual >= lows[ok, j]) & (actual <= highs[ok, j]))) if len(err) else float("nan"),
+            under_share=float(np.mean(pred < actual)) if len(err) else float("nan"),
+            n=int(ok.sum()),
+        )
+    okw = np.isfinite(win_pred)
+    csum = np.concatenate([[0.0], np.cumsum(y)])
+    starts = origins[okw] + 1
+    actual_mean = (csum[starts + win_steps] - csum[starts]) / win_steps
+    win_err = np.abs(win_pred[okw] - actual_mean)
+    misses = win_err > MISS_TOLERANCE * np.abs(actual_mean)
+    miss_rate = float(misses.mean()) if len(misses) else 1.0
+    total = float(np.abs(actual_mean).sum())
+    window_wape = float(win_err.sum() / total) if total > 0 else 1.0
+    return BacktestResult(
+        model=name,
+        by_lead=by_lead,
+        window_miss_rate=miss_rate,
+        window_wape=window_wape,
+        origins=int(okw.sum()),
+        fits=fits,
+        eval_start=eval_start,
+        eval_end=eval_end,
+        origin_times=series_start + origins.astype(np.float64) * step_s,
+        abs_errors=np.abs(preds - y[origins[:, None] + lead_steps[None, :]]),
+        scale=scale,
+    )
