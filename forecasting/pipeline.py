@@ -19,6 +19,7 @@ from forecasting.models.anchoring import LevelAnchored
 from forecasting.models.base import Forecaster, ModelError
 from forecasting.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster
 from forecasting.models.ensemble import MeanEnsemble
+from forecasting.models.memo import SharedFits
 from forecasting.models.prophet_model import ProphetForecaster, ProphetSettings
 from forecasting.series import DAY_S, WEEK_S, PreparedSeries
 from forecasting.serving import ServingModel
@@ -49,6 +50,7 @@ class FitConfig:
     candidates: tuple[str, ...] = (
         "prophet+anchor",
         "prophet",
+        "prophet_snaive+anchor",
         "seasonal_naive_1w+anchor",
         "seasonal_naive_1w",
         "seasonal_naive_1d",
@@ -57,19 +59,22 @@ class FitConfig:
     prophet: ProphetSettings = field(default_factory=ProphetSettings)
 
 
-def make_forecaster(name: str, config: FitConfig) -> Forecaster:
-    """The forecaster for a candidate name (``<base>`` or ``<base>+anchor``)."""
+def make_forecaster(name: str, config: FitConfig, *, prophet: Forecaster | None = None) -> Forecaster:
+    """The forecaster for a candidate name (``<base>`` or ``<base>+anchor``).
+
+    ``prophet`` lets several candidates share one Prophet forecaster (and so its fits, see ``SharedFits``).
+    """
     base_name, _, anchored = name.partition("+")
     base: Forecaster
     if base_name == "prophet":
-        base = ProphetForecaster(_prophet_settings(config))
+        base = prophet or ProphetForecaster(_prophet_settings(config))
     elif base_name == "seasonal_naive_1w":
         base = SeasonalNaiveForecaster(WEEK_S)
     elif base_name == "seasonal_naive_1d":
         base = SeasonalNaiveForecaster(DAY_S)
     elif base_name == "prophet_snaive":
         base = MeanEnsemble(
-            [ProphetForecaster(_prophet_settings(config)), SeasonalNaiveForecaster(WEEK_S)],
+            [prophet or ProphetForecaster(_prophet_settings(config)), SeasonalNaiveForecaster(WEEK_S)],
             name="prophet_snaive",
         )
     elif base_name == "persistence":
@@ -112,8 +117,9 @@ def choose_model(results: dict[str, BacktestResult], lead_s: float, margin: floa
 
 def usable_candidates(history: PreparedSeries, config: FitConfig) -> list[Forecaster]:
     out = []
+    shared = SharedFits(ProphetForecaster(_prophet_settings(config)))
     for name in config.candidates:
-        f = make_forecaster(name, config)
+        f = make_forecaster(name, config, prophet=shared)
         if history.span_s >= f.min_history_s() + 2 * DAY_S or name.startswith("persistence"):
             out.append(f)
     return out

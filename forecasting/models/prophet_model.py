@@ -46,6 +46,9 @@ class ProphetSettings:
     holidays_country: str | None = None
     fit_step_s: float = 300.0
     """Fit on a grid no finer than this: seasonality is smooth, and a 1-min fit costs ~10x a 5-min one."""
+    split_daily_by_weekend: bool = True
+    """With weekly seasonality, fit separate daily shapes for weekdays and weekends: weekend traffic is not just
+    smaller, its peak comes later and flatter."""
     flat_future_trend: bool = True
     """Hold the trend at its last fitted value instead of extrapolating the last slope. A slope fitted on the
     final days (a quiet weekend, a launch-day surge) extrapolated 24 h ahead drives forecasts far off, even
@@ -81,21 +84,27 @@ class ProphetForecaster(Forecaster):
             factor = max(1, round(s.fit_step_s / history.step_s))
             fit_series = _downsample_mean(history, factor)
         weekly = history.span_s >= s.weekly_min_history_s
+        split = weekly and s.split_daily_by_weekend
         m = Prophet(
             growth="linear",
             yearly_seasonality=False,
             weekly_seasonality=s.weekly_fourier_order if weekly else False,
-            daily_seasonality=s.daily_fourier_order,
+            daily_seasonality=False if split else s.daily_fourier_order,
             seasonality_mode=s.seasonality_mode,
             changepoint_prior_scale=s.changepoint_prior_scale,
             n_changepoints=s.n_changepoints,
             uncertainty_samples=0,
         )
+        if split:
+            for condition in ("weekday", "weekend"):
+                m.add_seasonality(
+                    name=f"daily_{condition}", period=1, fourier_order=s.daily_fourier_order, condition_name=condition
+                )
         if s.holidays_country:
             m.add_country_holidays(country_name=s.holidays_country)
         ds = pd.to_datetime(fit_series.timestamps(), unit="s")
-        frame = pd.DataFrame({"ds": ds, "y": fit_series.values})
-        init = _warm_init(warm_start, weekly=weekly, holidays=s.holidays_country)
+        frame = _with_conditions(pd.DataFrame({"ds": ds, "y": fit_series.values}))
+        init = _warm_init(warm_start, weekly=weekly, split=split)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -145,9 +154,16 @@ def _downsample_mean(series: PreparedSeries, factor: int) -> PreparedSeries:
     return PreparedSeries(start=start, step_s=series.step_s * factor, values=values, quality=series.quality)
 
 
+def _with_conditions(frame: pd.DataFrame) -> pd.DataFrame:
+    weekend = frame["ds"].dt.day_of_week >= 5
+    frame["weekend"] = weekend
+    frame["weekday"] = ~weekend
+    return frame
+
+
 def _evaluate(m: Any, ts: FloatArray, *, flat_future_trend: bool = False) -> FloatArray:
     """Prophet's point forecast at ``ts`` from its fitted parameters (no sampling, no predict())."""
-    frame = m.setup_dataframe(pd.DataFrame({"ds": pd.to_datetime(ts, unit="s")}))
+    frame = m.setup_dataframe(_with_conditions(pd.DataFrame({"ds": pd.to_datetime(ts, unit="s")})))
     t = frame["t"].to_numpy(dtype=np.float64)
     if flat_future_trend:
         # Prophet scales time so that the training data end at t = 1.
@@ -178,12 +194,13 @@ def _params_to_json(m: Any, *, warm_started: bool, weekly: bool) -> dict[str, An
         "sigma_obs": float(np.nanmean(m.params["sigma_obs"])),
         "y_scale": float(m.y_scale),
         "weekly": weekly,
+        "split_daily": bool(m.seasonalities.get("daily_weekday")),
         "warm_started": warm_started,
     }
 
 
-def _warm_init(previous: FittedModel | None, *, weekly: bool, holidays: str | None) -> dict[str, Any] | None:
-    if previous is None or previous.params.get("weekly") != weekly:
+def _warm_init(previous: FittedModel | None, *, weekly: bool, split: bool) -> dict[str, Any] | None:
+    if previous is None or previous.params.get("weekly") != weekly or previous.params.get("split_daily") != split:
         return None
     p = previous.params
     try:
@@ -214,6 +231,14 @@ def _clone_unfitted(m: Any) -> Any:
         n_changepoints=m.n_changepoints,
         uncertainty_samples=0,
     )
+    for name, props in m.seasonalities.items():
+        if props.get("condition_name"):
+            clone.add_seasonality(
+                name=name,
+                period=props["period"],
+                fourier_order=props["fourier_order"],
+                condition_name=props["condition_name"],
+            )
     if m.country_holidays:
         clone.add_country_holidays(country_name=m.country_holidays)
     return clone
