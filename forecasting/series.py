@@ -176,6 +176,13 @@ class PreparedSeries:
         n = min(len(self.values), math.ceil(duration_s / self.step_s - _BUCKET_EPS))
         return self._slice(len(self.values) - n, len(self.values))
 
+    def since_last_gap(self) -> PreparedSeries:
+        """The part after the last unfilled gap (NaN points left by ``prepare(check=False)``); all of it if none."""
+        missing = np.flatnonzero(~np.isfinite(self.values))
+        if len(missing) == 0:
+            return self
+        return self._slice(int(missing[-1]) + 1, len(self.values))
+
     def until(self, ts: float) -> PreparedSeries:
         """The points with timestamp <= ``ts``: what a forecaster standing at ``ts`` may see."""
         n = math.floor((ts - self.start) / self.step_s + _BUCKET_EPS) + 1
@@ -351,6 +358,43 @@ def prepare(
     if check:
         check_series(series, policy)
     return series
+
+
+def prepare_recent(
+    timestamps: Sequence[float] | FloatArray,
+    values: Sequence[float] | FloatArray,
+    step_s: float,
+    *,
+    policy: PreparationPolicy = DEFAULT_POLICY,
+    end: float | None = None,
+) -> PreparedSeries:
+    """Like :func:`prepare`, but a long gap does not condemn the whole window: the data after the last long
+    gap are used when they meet ``policy`` on their own (a live service should not stop forecasting for two
+    weeks because its metrics were down for an hour). Refused, saying why, when they do not."""
+    full = prepare(timestamps, values, step_s, policy=policy, end=end, check=False)
+    recent = full.since_last_gap()
+    if recent is full:
+        check_series(full, policy)
+        return full
+    if len(recent) == 0:
+        gap = full.quality
+        raise SeriesRefused(
+            "gap",
+            f"no data since {format_instant(full.start + (len(full) - 1) * full.step_s)}: the newest "
+            f"{format_duration(gap.longest_gap_s)} are missing",
+            missing_s=policy.min_history_s,
+            quality=gap,
+        )
+    try:
+        check_series(recent, policy)
+    except SeriesRefused as exc:
+        raise SeriesRefused(
+            exc.reason,
+            f"{exc} (only the data after the gap that ends at {format_instant(recent.start)} can be used)",
+            missing_s=exc.missing_s,
+            quality=exc.quality,
+        ) from exc
+    return recent
 
 
 def check_series(series: PreparedSeries, policy: PreparationPolicy = DEFAULT_POLICY) -> None:

@@ -7,6 +7,7 @@ the capacity backtest compute exactly the same number from the same inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -134,3 +135,65 @@ def decide_served_value(
     return ServedValue(
         value=value, predictive_value=pv, observed=obs, reason=reason, detail=detail, confidence=confidence
     )
+
+
+# --- live forecast-vs-actual (shared by the engine and the capacity backtest) --------------------------------
+
+LIVE_WINDOW_S = 600.0
+"""Forecast and actual are compared as means over windows this long: the backtest's serving window."""
+LIVE_WINDOWS = 12
+"""Live accuracy covers the last this-many complete windows."""
+LIVE_MIN_WINDOWS = 3
+"""Live confidence is reported once this many windows were compared."""
+MISS_RATIO = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class LiveAccuracy:
+    compared: int = 0
+    """Complete windows compared."""
+    wmape: float | None = None
+    """WAPE of the window means: sum |mean forecast - mean actual| / sum |mean actual|."""
+    misses_over_20: int = 0
+    """Windows whose mean forecast was more than 20 % away from the mean actual."""
+    confidence: float | None = None
+    """1 - wmape once LIVE_MIN_WINDOWS windows were compared, else None: the backtest's confidence, live."""
+
+
+def window_steps(window_s: float, step_s: float) -> int:
+    return max(1, round(window_s / step_s))
+
+
+def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window: int) -> LiveAccuracy:
+    """Accuracy of ``(forecast, actual)`` pairs keyed by grid index, on the means of windows of
+    ``steps_per_window`` grid points (window k holds indices [k*w, (k+1)*w)).
+
+    A window counts when at least half its points were compared; the newest window is left out while it is
+    still filling. Only the last LIVE_WINDOWS windows count.
+    """
+    if not compared:
+        return LiveAccuracy()
+    w = max(1, steps_per_window)
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for index, pair in compared.items():
+        windows.setdefault(index // w, []).append(pair)
+    newest = max(windows)
+    keys = [k for k in sorted(windows) if len(windows[k]) >= max(1, w // 2)]
+    if keys and keys[-1] == newest and len(windows[newest]) < w:
+        keys.pop()
+    keys = keys[-LIVE_WINDOWS:]
+    if not keys:
+        return LiveAccuracy()
+    abs_err = total = 0.0
+    misses = 0
+    for k in keys:
+        pairs = windows[k]
+        forecast = sum(p for p, _ in pairs) / len(pairs)
+        actual = sum(a for _, a in pairs) / len(pairs)
+        err = abs(forecast - actual)
+        abs_err += err
+        total += abs(actual)
+        misses += err > MISS_RATIO * abs(actual)
+    wmape = abs_err / total if total > 0 else (0.0 if abs_err == 0 else 1.0)
+    confidence = max(0.0, 1.0 - wmape) if len(keys) >= LIVE_MIN_WINDOWS else None
+    return LiveAccuracy(compared=len(keys), wmape=wmape, misses_over_20=misses, confidence=confidence)

@@ -371,3 +371,25 @@ def test_pandas_with_datetime_and_epoch_index() -> None:
 def test_absurd_grid_is_refused_instead_of_allocated() -> None:
     with pytest.raises(ValueError, match="use a larger step or a shorter window"):
         prepare([0.0, T0], [1.0, 2.0], 1.0)
+
+
+def test_prepare_recent_fits_on_the_data_after_a_long_gap() -> None:
+    from forecasting.series import prepare_recent
+
+    step = 300.0
+    ts = np.arange(0, 6 * 86_400, step)
+    values = np.ones_like(ts)
+    keep = (ts < 86_400) | (ts >= 86_400 + 3600)  # a one-hour outage on day 2, 5 days of data after it
+    series = prepare_recent(ts[keep], values[keep], step)
+    assert series.start == 86_400 + 3600
+    assert series.quality.completeness == 1.0
+
+
+def test_prepare_recent_refuses_when_too_little_follows_the_gap() -> None:
+    from forecasting.series import prepare_recent
+
+    step = 300.0
+    ts = np.arange(0, 6 * 86_400, step)
+    keep = (ts < 5 * 86_400) | (ts >= 5 * 86_400 + 3600)
+    with pytest.raises(SeriesRefused, match="only the data after the gap"):
+        prepare_recent(ts[keep], np.ones(int(keep.sum())), step)

@@ -1,0 +1,1 @@
+"""Stubs generated from proto/externalscaler.proto by scripts/gen_proto.sh: do not edit."""

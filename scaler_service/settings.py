@@ -1,0 +1,277 @@
+"""The one typed settings object of the scaler service, built from CLI flags, FORESIGHT_* variables and YAML.
+
+Precedence (highest first): command-line flag, environment variable, config file, default. Every field is
+documented in ``python -m scaler_service serve --help`` and in docs/scaler.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "FORESIGHT_"
+REPLAY_ADDRESS = "replay"
+"""The address every trigger resolves to under the replay source (``prometheusAddress`` is ignored there)."""
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the setting and the accepted form."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    grpc_port: int = 9090
+    http_port: int = 8080
+    bind_address: str = "0.0.0.0"
+    source: str = "prometheus"
+    """``prometheus`` or ``replay``."""
+    prometheus_url: str = "http://prometheus-operated.monitoring:9090"
+    """Default Prometheus address, used when a trigger gives no ``prometheusAddress``."""
+    prometheus_allowlist: tuple[str, ...] = ()
+    """Further Prometheus addresses a trigger may name (the default address is always allowed)."""
+    prometheus_timeout_s: float = 10.0
+    prometheus_max_points: int = 11_000
+    records_dir: Path | None = None
+    """Where observe-mode records are appended as CSV (none: in memory only)."""
+    persist_dir: Path | None = None
+    """Where fitted models are persisted so a restart serves at once (none: not persisted)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """When set, clients must present a certificate signed by this CA (mutual TLS)."""
+    log_format: str = "json"
+    log_level: str = "info"
+    grpc_workers: int = 16
+    grace_period_s: float = 10.0
+    fetch_workers: int = 4
+    """Threads fetching latest values and latency series for all series."""
+    fetch_interval_s: float | None = None
+    """Seconds between latest-value fetches of a series; none: the series' queryStep."""
+    idle_drop_s: float = 1200.0
+    """A series nobody asked about for this long is dropped (2 x max(polling, 10 min))."""
+    refit_interval_s: float = 3600.0
+    live_window_s: float = 600.0
+    """Live forecast-vs-actual compares means over windows this long (as the backtest's confidence does)."""
+    max_concurrent_fits: int = 2
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 512 * 2**20
+    kube_annotations: bool = True
+    """Read the opt-out annotation through the Kubernetes API when running in a cluster."""
+
+    def __post_init__(self) -> None:
+        if self.source not in ("prometheus", "replay"):
+            raise SettingsError(f"source: must be 'prometheus' or 'replay', got {self.source!r}")
+        if self.log_format not in ("json", "console"):
+            raise SettingsError(f"log_format: must be 'json' or 'console', got {self.log_format!r}")
+        for name in ("grpc_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise SettingsError(f"{name}: must be a port number in [0, 65535], got {port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
+        if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
+            raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
+
+    @property
+    def default_address(self) -> str:
+        return REPLAY_ADDRESS if self.source == "replay" else normalise_address(self.prometheus_url)
+
+    @property
+    def allowed_addresses(self) -> frozenset[str]:
+        if self.source == "replay":
+            return frozenset({REPLAY_ADDRESS})
+        return frozenset({self.default_address, *(normalise_address(a) for a in self.prometheus_allowlist)})
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+
+def normalise_address(address: str) -> str:
+    return address.strip().rstrip("/")
+
+
+# --- building from flags, environment and file ------------------------------------------------------------
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _convert(name: str, raw: Any) -> Any:
+    """Convert a raw value (string from env/CLI, or YAML scalar/list) to the field's type."""
+    kind = str(_FIELDS[name].type)
+    try:
+        if raw is None:
+            return None
+        if kind == "int":
+            return int(raw)
+        if kind in ("float", "float | None"):
+            return float(raw)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if kind == "Path | None":
+            return Path(str(raw)) if str(raw) else None
+        if kind == "tuple[str, ...]":
+            items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        return str(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot use {raw!r} ({exc}); expected {kind}") from exc
+
+
+def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
+    """Merge defaults < config file < environment < CLI (CLI values of None mean "not given")."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            doc = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"config file {config_file}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise SettingsError(f"config file {config_file}: must be a mapping of setting: value")
+        for key, raw in doc.items():
+            name = str(key).replace("-", "_")
+            if name not in _FIELDS:
+                raise SettingsError(f"config file {config_file}: unknown setting {key!r} (known: {sorted(_FIELDS)})")
+            values[name] = _convert(name, raw)
+    for name in _FIELDS:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in env:
+            values[name] = _convert(name, env[env_name])
+    for name, raw in cli.items():
+        if name in _FIELDS and raw is not None:
+            values[name] = _convert(name, raw)
+    return Settings(**values)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve flags; each maps to a Settings field and to FORESIGHT_<FIELD> in the environment."""
+    d = Settings()
+
+    def env(name: str) -> str:
+        return f"(env {ENV_PREFIX}{name.upper()})"
+
+    parser.add_argument("--config", type=Path, help="YAML file of settings (keys as the flags, with _ or -)")
+    parser.add_argument(
+        "--grpc-port", type=int, help=f"gRPC port, 0 for any free one [{d.grpc_port}] {env('grpc_port')}"
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        help=f"HTTP port for /metrics, /forecast, /healthz [{d.http_port}] {env('http_port')}",
+    )
+    parser.add_argument("--bind-address", help=f"interface to listen on [{d.bind_address}] {env('bind_address')}")
+    parser.add_argument(
+        "--source",
+        choices=["prometheus", "replay"],
+        help=f"where series come from [{d.source}] {env('source')}",
+    )
+    parser.add_argument(
+        "--prometheus-url", help=f"default Prometheus address [{d.prometheus_url}] {env('prometheus_url')}"
+    )
+    parser.add_argument(
+        "--prometheus-allowlist",
+        help=f"comma-separated further Prometheus addresses triggers may name {env('prometheus_allowlist')}",
+    )
+    parser.add_argument(
+        "--prometheus-timeout-s",
+        type=float,
+        help=f"Prometheus request timeout [{d.prometheus_timeout_s}] {env('prometheus_timeout_s')}",
+    )
+    parser.add_argument(
+        "--prometheus-max-points",
+        type=int,
+        help=f"points per range query; longer ranges are chunked [{d.prometheus_max_points}] "
+        f"{env('prometheus_max_points')}",
+    )
+    parser.add_argument("--records-dir", help=f"append observe-mode records as CSV here {env('records_dir')}")
+    parser.add_argument("--persist-dir", help=f"persist fitted models here {env('persist_dir')}")
+    parser.add_argument("--tls-cert", help=f"server certificate (PEM) {env('tls_cert')}")
+    parser.add_argument("--tls-key", help=f"server private key (PEM) {env('tls_key')}")
+    parser.add_argument(
+        "--tls-client-ca",
+        help=f"CA (PEM) client certificates must chain to: mutual TLS {env('tls_client_ca')}",
+    )
+    parser.add_argument("--log-format", choices=["json", "console"], help=f"[{d.log_format}] {env('log_format')}")
+    parser.add_argument("--log-level", help=f"[{d.log_level}] {env('log_level')}")
+    parser.add_argument(
+        "--grpc-workers", type=int, help=f"gRPC handler threads [{d.grpc_workers}] {env('grpc_workers')}"
+    )
+    parser.add_argument(
+        "--grace-period-s",
+        type=float,
+        help=f"seconds in-flight calls get on shutdown [{d.grace_period_s}] {env('grace_period_s')}",
+    )
+    parser.add_argument("--fetch-workers", type=int, help=f"fetch threads [{d.fetch_workers}] {env('fetch_workers')}")
+    parser.add_argument(
+        "--fetch-interval-s",
+        type=float,
+        help=f"seconds between latest-value fetches (default: the trigger's queryStep) {env('fetch_interval_s')}",
+    )
+    parser.add_argument(
+        "--idle-drop-s",
+        type=float,
+        help=f"drop series not asked about for this long [{d.idle_drop_s}] {env('idle_drop_s')}",
+    )
+    parser.add_argument(
+        "--refit-interval-s",
+        type=float,
+        help=f"default refit interval [{d.refit_interval_s}] {env('refit_interval_s')}",
+    )
+    parser.add_argument(
+        "--live-window-s",
+        type=float,
+        help=f"window of the live forecast-vs-actual comparison [{d.live_window_s}] {env('live_window_s')}",
+    )
+    parser.add_argument(
+        "--max-concurrent-fits",
+        type=int,
+        help=f"fits running at once [{d.max_concurrent_fits}] {env('max_concurrent_fits')}",
+    )
+    parser.add_argument(
+        "--cache-max-entries",
+        type=int,
+        help=f"models kept in memory [{d.cache_max_entries}] {env('cache_max_entries')}",
+    )
+    parser.add_argument(
+        "--cache-max-bytes",
+        type=int,
+        help=f"bytes of models kept in memory [{d.cache_max_bytes}] {env('cache_max_bytes')}",
+    )
+    parser.add_argument(
+        "--kube-annotations",
+        choices=["true", "false"],
+        help=f"read the opt-out annotation from the Kubernetes API in a cluster [true] {env('kube_annotations')}",
+    )
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    cli = {name: getattr(args, name, None) for name in _FIELDS}
+    return settings_from_sources(cli, os.environ if env is None else env, getattr(args, "config", None))
+
+
+__all__ = [
+    "ENV_PREFIX",
+    "REPLAY_ADDRESS",
+    "Settings",
+    "SettingsError",
+    "add_settings_arguments",
+    "normalise_address",
+    "settings_from_args",
+    "settings_from_sources",
+]

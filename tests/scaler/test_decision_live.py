@@ -1,0 +1,54 @@
+"""The live forecast-vs-actual score the engine (and the capacity backtest) gate on."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaler_service.decision import LIVE_WINDOWS, live_accuracy, window_steps
+
+
+def test_window_means_not_points() -> None:
+    # Noisy points around a right mean: every point is 50 % off, every 10-point window mean is exact.
+    compared = {i: (10.0, 5.0 if i % 2 else 15.0) for i in range(40)}
+    acc = live_accuracy(compared, 10)
+    assert acc.compared == 4
+    assert acc.wmape == pytest.approx(0.0)
+    assert acc.confidence == pytest.approx(1.0)
+    assert acc.misses_over_20 == 0
+
+
+def test_misses_and_confidence() -> None:
+    # windows 0-2 exact, window 3 forecast 30 % high
+    compared = {i: (10.0 if i < 30 else 13.0, 10.0) for i in range(40)}
+    acc = live_accuracy(compared, 10)
+    assert acc.misses_over_20 == 1
+    assert acc.wmape == pytest.approx(3.0 / 40.0)
+    assert acc.confidence == pytest.approx(1 - 3.0 / 40.0)
+
+
+def test_too_few_windows_give_no_confidence_and_the_filling_window_waits() -> None:
+    compared = {i: (20.0, 10.0) for i in range(25)}  # windows 0, 1 complete; window 2 half full (newest)
+    acc = live_accuracy(compared, 10)
+    assert acc.compared == 2
+    assert acc.confidence is None
+    assert acc.wmape == pytest.approx(1.0)
+    assert live_accuracy({}, 10).confidence is None
+
+
+def test_only_the_last_windows_count() -> None:
+    old_bad = {i: (100.0, 10.0) for i in range(50)}
+    recent_good = {i: (10.0, 10.0) for i in range(50, 50 + 10 * LIVE_WINDOWS)}
+    acc = live_accuracy({**old_bad, **recent_good}, 10)
+    assert acc.compared == LIVE_WINDOWS
+    assert acc.confidence == pytest.approx(1.0)
+
+
+def test_zero_actuals() -> None:
+    assert live_accuracy({i: (0.0, 0.0) for i in range(30)}, 10).confidence == 1.0
+    assert live_accuracy({i: (5.0, 0.0) for i in range(30)}, 10).confidence == 0.0
+
+
+def test_window_steps() -> None:
+    assert window_steps(600, 60) == 10
+    assert window_steps(600, 1800) == 1
+    assert window_steps(1, 1) == 1

@@ -1,0 +1,208 @@
+"""Trigger metadata parsing: defaults, accepted forms, and an error naming the key for every bad input."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scaler_service.decision import Mode
+from scaler_service.trigger import (
+    SeriesKey,
+    TriggerError,
+    TriggerParser,
+    metric_name,
+    parse_duration,
+)
+
+DEFAULT = "http://prometheus:9090"
+OTHER = "http://other-prometheus:9090"
+
+
+def parser() -> TriggerParser:
+    return TriggerParser(default_address=DEFAULT, allowed_addresses=frozenset({DEFAULT, OTHER}))
+
+
+def test_defaults() -> None:
+    spec = parser().parse({"query": "sum(rate(x[2m]))", "threshold": "50", "scalerAddress": "s:9090"})
+    assert spec.query == "sum(rate(x[2m]))"
+    assert spec.prometheus_address == DEFAULT
+    assert spec.threshold == 50.0
+    assert spec.activation_threshold == 0.0
+    assert spec.predict_horizon_s == 600.0
+    assert spec.history_window_s == 14 * 86400.0
+    assert spec.query_step_s == 60.0
+    assert spec.mode is Mode.PREDICTIVE
+    assert spec.min_confidence == 0.8
+    assert spec.refit_interval_s is None
+    assert spec.holidays_country is None
+    assert spec.latency_query is None and spec.latency_slo is None
+    assert spec.target_size == 50
+
+
+def test_every_key() -> None:
+    spec = parser().parse(
+        {
+            "query": "q",
+            "prometheusAddress": OTHER + "/",
+            "threshold": "2.5",
+            "activationThreshold": "1",
+            "predictHorizon": "1h30m",
+            "historyTimeWindow": "2w",
+            "queryStep": "5m",
+            "mode": "Observe",
+            "refitInterval": "6h",
+            "holidays": "us",
+            "minConfidence": "0.5",
+            "latencyQuery": "histogram_quantile(0.99, x)",
+            "latencySLO": "0.25",
+            "enableTLS": "true",
+            "unsafeSsl": "false",
+        }
+    )
+    assert spec.prometheus_address == OTHER
+    assert (spec.threshold, spec.activation_threshold) == (2.5, 1.0)
+    assert spec.predict_horizon_s == 5400.0
+    assert spec.history_window_s == 14 * 86400.0
+    assert spec.query_step_s == 300.0
+    assert spec.mode is Mode.OBSERVE
+    assert spec.refit_interval_s == 6 * 3600.0
+    assert spec.holidays_country == "US"
+    assert spec.min_confidence == 0.5
+    assert spec.latency_query == "histogram_quantile(0.99, x)"
+    assert spec.latency_slo == 0.25
+    assert spec.target_size == 2  # round(2.5) is 2 (banker's), never 0
+
+
+def test_from_env_keys_arrive_resolved() -> None:
+    spec = parser().parse({"query": "q", "thresholdFromEnv": "7", "modeFromEnv": "reactive"})
+    assert spec.threshold == 7.0
+    assert spec.mode is Mode.REACTIVE
+    # the plain key wins over its FromEnv twin
+    assert parser().parse({"query": "q", "threshold": "3", "thresholdFromEnv": "7"}).threshold == 3.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("14d", 14 * 86400),
+        ("2w", 14 * 86400),
+        ("1.5h", 5400),
+        ("500ms", 0.5),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "m", "10 m", "-5m", "1x", "10m30", "P1D"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration like"):
+        parse_duration(text)
+
+
+BASE = {"query": "q", "threshold": "10"}
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        ({"query": None}, "query", "is required"),
+        ({"query": "  "}, "query", "is required"),
+        ({"threshold": None}, "threshold", "is required"),
+        ({"threshold": "abc"}, "threshold", "must be a number > 0, got 'abc'"),
+        ({"threshold": "0"}, "threshold", "must be a number > 0"),
+        ({"threshold": "-3"}, "threshold", "must be a number > 0"),
+        ({"threshold": "nan"}, "threshold", "must be a number > 0"),
+        ({"threshold": "inf"}, "threshold", "must be a number > 0"),
+        ({"activationThreshold": "-1"}, "activationThreshold", "must be a number >= 0"),
+        ({"activationThreshold": "x"}, "activationThreshold", "must be a number >= 0"),
+        ({"predictHorizon": "10"}, "predictHorizon", "duration like 30s, 10m"),
+        ({"predictHorizon": "2d"}, "predictHorizon", "between"),
+        ({"historyTimeWindow": "1d"}, "historyTimeWindow", "between 2d"),
+        ({"historyTimeWindow": "abc"}, "historyTimeWindow", "duration like"),
+        ({"queryStep": "0s"}, "queryStep", "between"),
+        ({"queryStep": "5 minutes"}, "queryStep", "duration like"),
+        ({"mode": "aggressive"}, "mode", "must be one of predictive, observe, reactive"),
+        ({"refitInterval": "10s"}, "refitInterval", "between 1m"),
+        ({"holidays": "XX"}, "holidays", "country code"),
+        ({"minConfidence": "1.5"}, "minConfidence", r"in \[0, 1\]"),
+        ({"minConfidence": "high"}, "minConfidence", r"in \[0, 1\]"),
+        ({"latencyQuery": "lat"}, "latencySLO", "give both or neither"),
+        ({"latencySLO": "0.2"}, "latencyQuery", "give both or neither"),
+        ({"latencyQuery": "lat", "latencySLO": "0"}, "latencySLO", "must be a number > 0"),
+        (
+            {"prometheusAddress": "http://evil.example:9090"},
+            "prometheusAddress",
+            "not in this server's allowlist",
+        ),
+    ],
+)
+def test_bad_metadata_names_the_key(change: dict[str, str | None], key: str, message: str) -> None:
+    metadata = {**BASE, **{k: v for k, v in change.items() if v is not None}}
+    for k, v in change.items():
+        if v is None:
+            metadata.pop(k, None)
+    with pytest.raises(TriggerError) as info:
+        parser().parse(metadata)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+    assert re.search(message, str(info.value)), str(info.value)
+
+
+def test_unknown_keys_are_not_fatal() -> None:
+    p = parser()
+    spec = p.parse({**BASE, "apiKey": "x", "someTypo": "1"})
+    assert spec.threshold == 10.0
+
+
+def test_parse_once_per_distinct_metadata() -> None:
+    p = parser()
+    a = p.parse(dict(BASE))
+    b = p.parse(dict(reversed(list(BASE.items()))))
+    assert a is b
+    assert p.parses == 1
+    with pytest.raises(TriggerError):
+        p.parse({"query": "q", "threshold": "x"})
+    with pytest.raises(TriggerError):
+        p.parse({"query": "q", "threshold": "x"})
+    assert p.parses == 2
+    p.parse({**BASE, "threshold": "11"})
+    assert p.parses == 3
+
+
+def test_series_identity_is_address_query_step() -> None:
+    p = parser()
+    a = p.parse({**BASE, "threshold": "1", "mode": "observe"})
+    b = p.parse({**BASE, "threshold": "2", "minConfidence": "0.1"})
+    c = p.parse({**BASE, "queryStep": "5m"})
+    assert a.series_key == b.series_key == SeriesKey(DEFAULT, "q", 60.0)
+    assert a.series_key.id == b.series_key.id
+    assert c.series_key.id != a.series_key.id
+
+
+def test_metric_names() -> None:
+    n = metric_name("shop", "Checkout_API.v2", "sum(rate(x[2m]))")
+    assert re.fullmatch(r"[a-z0-9-]{1,63}", n)
+    assert n.startswith("foresight-checkout-api-v2-")
+    assert n == metric_name("shop", "Checkout_API.v2", "sum(rate(x[2m]))")  # stable
+    assert n != metric_name("shop", "Checkout_API.v2", "other")  # unique per trigger
+    assert n != metric_name("other-ns", "Checkout_API.v2", "sum(rate(x[2m]))")
+    long = metric_name("ns", "a" * 300, "q")
+    assert len(long) <= 63 and re.fullmatch(r"[a-z0-9-]+", long)
+    assert re.fullmatch(r"foresight-[0-9a-f]{10}", metric_name("ns", "___", "q"))
+
+
+def test_unknown_keys_are_logged_once_per_key() -> None:
+    import structlog
+
+    p = parser()
+    with structlog.testing.capture_logs() as logs:
+        p.parse({**BASE, "apiKey": "x"})
+        p.parse({**BASE, "apiKey": "y"})
+        p.parse({**BASE, "apiKey": "z", "someTypo": "1"})
+    warned = [e["key"] for e in logs if e["event"] == "unknown trigger metadata key ignored"]
+    assert warned == ["apiKey", "someTypo"]
