@@ -30,13 +30,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from forecasting.curve import FloatArray
+from forecasting.models.anchoring import LevelAnchored
+from forecasting.models.base import ANCHOR_FACTOR_BOUNDS as ANCHOR_BOUNDS
 from forecasting.models.base import Forecaster, ModelError
+from forecasting.models.baselines import Z_80, PersistenceForecaster, SeasonalNaiveForecaster
 from forecasting.series import DAY_S, PreparedSeries
 
+IntArray = npt.NDArray[np.int64]
 MISS_TOLERANCE = 0.2
-ANCHOR_BOUNDS = (0.25, 4.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,48 +153,10 @@ def rolling_origin(
 
     results: dict[str, BacktestResult] = {}
     for forecaster in forecasters:
-        refit_steps = 1 if getattr(forecaster, "cheap", False) else max(1, int(round(settings.refit_every_s / step)))
-        preds = np.full((len(origins), len(lead_steps)), np.nan)
-        lows = np.full_like(preds, np.nan)
-        highs = np.full_like(preds, np.nan)
-        win_pred = np.full(len(origins), np.nan)
-        fits = 0
-        fit_at = -1
-        fitted = None
-        for k, o in enumerate(origins.tolist()):
-            if fitted is None or o - fit_at >= refit_steps:
-                train_lo = max(0, o + 1 - int(settings.training_window_s / step))
-                history = _slice(series, train_lo, o + 1)
-                horizon = (
-                    (settings.refit_every_s if refit_steps > 1 else 0.0)
-                    + max(*settings.leads_s, settings.peak_window_s)
-                    + 2 * step
-                )
-                try:
-                    fitted = forecaster.fit(history, horizon_s=horizon)
-                except ModelError:
-                    fitted = None
-                    continue
-                fit_at = o
-                fits += 1
-            curve = fitted.curve
-            offset = int(round((curve.start - series.start) / step))
-            factor = 1.0
-            if fitted.anchor_window_s > 0:
-                w = max(1, int(round(fitted.anchor_window_s / step)))
-                lo = max(o + 1 - w, offset, 0)
-                expected = float(curve.point[lo - offset : o + 1 - offset].sum())
-                observed = float(y[lo : o + 1].sum())
-                if expected > 1e-9 * max(1.0, abs(observed)):
-                    factor = min(max(observed / expected, ANCHOR_BOUNDS[0]), ANCHOR_BOUNDS[1])
-            idx = o + lead_steps - offset
-            if idx.max() >= len(curve.point) or idx.min() < 0:
-                continue
-            preds[k] = curve.point[idx] * factor
-            lows[k] = curve.lower[idx] * factor
-            highs[k] = curve.upper[idx] * factor
-            w_idx = o + 1 - offset
-            win_pred[k] = float(curve.point[w_idx : w_idx + win_steps].mean()) * factor
+        direct = _direct_predictions(forecaster, y, origins, lead_steps, win_steps, step, settings)
+        if direct is None:
+            direct = _refit_predictions(forecaster, series, origins, lead_steps, win_steps, settings)
+        preds, lows, highs, win_pred, fits = direct
         results[forecaster.name] = _score(
             forecaster.name,
             y,
@@ -210,6 +176,123 @@ def rolling_origin(
             step,
         )
     return results
+
+
+Predictions = tuple[FloatArray, FloatArray, FloatArray, FloatArray, int]
+
+
+def _refit_predictions(
+    forecaster: Forecaster,
+    series: PreparedSeries,
+    origins: IntArray,
+    lead_steps: IntArray,
+    win_steps: int,
+    settings: BacktestSettings,
+) -> Predictions:
+    """Fit at each fit origin on the trailing window, then forecast from every origin until the next fit."""
+    step = series.step_s
+    y = series.values
+    refit_steps = 1 if getattr(forecaster, "cheap", False) else max(1, int(round(settings.refit_every_s / step)))
+    preds = np.full((len(origins), len(lead_steps)), np.nan)
+    lows = np.full_like(preds, np.nan)
+    highs = np.full_like(preds, np.nan)
+    win_pred = np.full(len(origins), np.nan)
+    fits = 0
+    fit_at = -1
+    fitted = None
+    horizon = (settings.refit_every_s if refit_steps > 1 else 0.0) + max(*settings.leads_s, settings.peak_window_s)
+    for k, o in enumerate(origins.tolist()):
+        if fitted is None or o - fit_at >= refit_steps:
+            train_lo = max(0, o + 1 - int(settings.training_window_s / step))
+            try:
+                fitted = forecaster.fit(_slice(series, train_lo, o + 1), horizon_s=horizon + 2 * step)
+            except ModelError:
+                fitted = None
+                continue
+            fit_at = o
+            fits += 1
+        curve = fitted.curve
+        offset = int(round((curve.start - series.start) / step))
+        factor = 1.0
+        if fitted.anchor_window_s > 0:
+            w = max(1, int(round(fitted.anchor_window_s / step)))
+            lo = max(o + 1 - w, offset, 0)
+            expected = float(curve.point[lo - offset : o + 1 - offset].sum())
+            observed = float(y[lo : o + 1].sum())
+            if expected > 1e-9 * max(1.0, abs(observed)):
+                factor = min(max(observed / expected, ANCHOR_BOUNDS[0]), ANCHOR_BOUNDS[1])
+        idx = o + lead_steps - offset
+        if idx.max() >= len(curve.point) or idx.min() < 0:
+            continue
+        preds[k] = curve.point[idx] * factor
+        lows[k] = curve.lower[idx] * factor
+        highs[k] = curve.upper[idx] * factor
+        w_idx = o + 1 - offset
+        win_pred[k] = float(curve.point[w_idx : w_idx + win_steps].mean()) * factor
+    return preds, lows, highs, win_pred, fits
+
+
+def _direct_predictions(
+    forecaster: Forecaster,
+    y: FloatArray,
+    origins: IntArray,
+    lead_steps: IntArray,
+    win_steps: int,
+    step: float,
+    settings: BacktestSettings,
+) -> Predictions | None:
+    """Persistence and seasonal naive (plain or anchored), refitted at every origin, computed in one pass.
+
+    Gives exactly what fitting them at each origin gives, a hundred times faster: these are the models a
+    large fleet backtests by the thousand. None for any other model.
+    """
+    anchor_steps = 0
+    base = forecaster
+    if isinstance(forecaster, LevelAnchored):
+        base = forecaster.base
+        anchor_steps = max(1, int(round(forecaster.window_s / step)))
+    n_train = int(settings.training_window_s / step)
+    o = origins[:, None]
+    if isinstance(base, PersistenceForecaster):
+        if anchor_steps:
+            return None
+        point = np.repeat(y[origins][:, None], len(lead_steps), axis=1)
+        sigma = _rolling_std(np.diff(y, prepend=y[0]), origins, n_train - 1)[:, None] * np.sqrt(lead_steps)[None, :]
+        win_pred = y[origins].astype(np.float64)
+    elif isinstance(base, SeasonalNaiveForecaster):
+        season = int(round(base.season_s / step))
+        if origins.min() - season - anchor_steps < 0 or lead_steps.max() > season or win_steps > season:
+            return None
+        point = y[o + lead_steps[None, :] - season]
+        diffs = np.concatenate([np.zeros(season), y[season:] - y[:-season]])
+        sigma = np.repeat(_rolling_std(diffs, origins, n_train - season)[:, None], len(lead_steps), axis=1)
+        csum = np.concatenate([[0.0], np.cumsum(y)])
+        win_pred = (csum[origins + 1 - season + win_steps] - csum[origins + 1 - season]) / win_steps
+        if anchor_steps:
+            observed = csum[origins + 1] - csum[origins + 1 - anchor_steps]
+            expected = csum[origins + 1 - season] - csum[origins + 1 - season - anchor_steps]
+            factor = np.ones(len(origins))
+            ok = expected > 1e-9 * np.maximum(1.0, np.abs(observed))
+            factor[ok] = np.clip(observed[ok] / expected[ok], *ANCHOR_BOUNDS)
+            point = point * factor[:, None]
+            sigma = sigma * factor[:, None]
+            win_pred = win_pred * factor
+    else:
+        return None
+    band = Z_80 * sigma
+    return point, np.maximum(point - band, 0.0), point + band, win_pred, len(origins)
+
+
+def _rolling_std(x: FloatArray, origins: IntArray, window: int) -> FloatArray:
+    """Standard deviation of ``x`` over the ``window`` points up to and including each origin."""
+    c1 = np.concatenate([[0.0], np.cumsum(x)])
+    c2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    hi = origins + 1
+    lo = np.maximum(hi - max(window, 2), 0)
+    n = hi - lo
+    mean = (c1[hi] - c1[lo]) / n
+    var = np.maximum((c2[hi] - c2[lo]) / n - mean * mean, 0.0)
+    return np.asarray(np.sqrt(var), dtype=np.float64)
 
 
 def _slice(series: PreparedSeries, lo: int, hi: int) -> PreparedSeries:

@@ -35,7 +35,7 @@ class PersistenceForecaster(Forecaster):
         ctx = np.concatenate([np.full(n_ctx - len(ctx), ctx[0] if len(ctx) else y[-1]), ctx])
         point = np.concatenate([ctx, np.full(n_fut + 1, y[-1])])
         sigma = float(np.std(np.diff(y))) if len(y) > 2 else 0.0
-        ahead = np.concatenate([np.ones(n_ctx), np.sqrt(np.arange(1, n_fut + 2, dtype=np.float64))])
+        ahead = np.concatenate([np.ones(n_ctx), np.sqrt(np.maximum(np.arange(n_fut + 1, dtype=np.float64), 1.0))])
         band = Z_80 * sigma * ahead
         curve = ForecastCurve(
             start=history.end - n_ctx * step,

@@ -77,3 +77,22 @@ def test_confidence_is_one_minus_window_wape_and_bounded() -> None:
     assert _result("x", 1.0).confidence == pytest.approx(0.9)
     bad = BacktestResult("x", {}, 1.0, 3.0, 1, 1, 0.0, 1.0)
     assert bad.confidence == 0.0
+
+
+@pytest.mark.parametrize("name", ["seasonal_naive_1w+anchor", "seasonal_naive_1d", "persistence"])
+def test_one_pass_baseline_backtest_equals_refitting_at_every_origin(name: str) -> None:
+    from forecasting.backtest import _direct_predictions, _refit_predictions, evaluation_window
+    from forecasting.pipeline import FitConfig, make_forecaster
+
+    series = weekly_sine(16)
+    noisy = regular(series.values + np.random.default_rng(7).normal(0, 5, len(series)), series.step_s, series.start)
+    forecaster = make_forecaster(name, FitConfig())
+    start, end = evaluation_window(noisy, QUICK)
+    step = noisy.step_s
+    origins = np.arange(int(np.ceil((start - noisy.start) / step)), int((end - noisy.start) // step) + 1, 6)
+    leads = np.array([2, 6, 12])
+    direct = _direct_predictions(forecaster, noisy.values, origins, leads, 2, step, QUICK)
+    assert direct is not None
+    refit = _refit_predictions(forecaster, noisy, origins, leads, 2, QUICK)
+    for a, b in zip(direct[:4], refit[:4], strict=True):
+        assert np.allclose(a, b, rtol=1e-9, atol=1e-9)

@@ -1,0 +1,1 @@
+"""The acting side of the rightsizer: the one place that changes Azure (apply, recover, approve, Spot)."""

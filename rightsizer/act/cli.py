@@ -1,0 +1,300 @@
+"""The acting side's commands, added to ``rightsizer``'s parser by :func:`register`.
+
+rightsizer approve VM_ID --target SIZE --by NAME --tier finops-lead|executive [--inventory FILE.json]
+rightsizer audit verify [--audit-log FILE]
+rightsizer report --month YYYY-MM [--audit-log FILE]
+
+(``--audit-log``, not ``--log``: argparse would read ``--log`` as an abbreviation of the global ``--log-level``.)
+rightsizer spot [--apply]        # one Spot fallback pass over the configured scale sets (plan only without --apply)
+rightsizer recover [--apply]     # finish or roll back changes a crashed run left (list only without --apply)
+
+Every handler takes the parsed arguments (plus, for tests, an optional gateway) and builds the rest from the
+settings file given with ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from rightsizer import audit as audit_kinds
+from rightsizer.act.settings import APPROVAL_TAG, RECOMMENDATION_TAG, ActSettings
+from rightsizer.act.tags import iso, parse_iso
+from rightsizer.audit import AuditLog, monthly_report
+from rightsizer.azure.errors import AzureError
+from rightsizer.azure.gateway import ComputeGateway, VmRef
+
+# Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
+log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
+
+DEFAULT_AUDIT_LOG = "rightsizer-audit.jsonl"
+APPROVER_TIERS = ("finops-lead", "executive")
+
+
+class CommandError(ValueError):
+    """A command that cannot run as asked; the message says what to pass instead."""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``approve``, ``audit verify``, ``report``, ``spot`` and ``recover`` to the rightsizer's parser."""
+    approve = subparsers.add_parser("approve", help="approve a pending recommendation (writes the approval tag)")
+    approve.add_argument("vm_id", metavar="VM_ID", help="ARM resource id of the VM (or its id/name in --inventory)")
+    approve.add_argument("--target", required=True, help="the recommended size being approved, e.g. Standard_D2s_v5")
+    approve.add_argument("--by", required=True, help="approver's name")
+    approve.add_argument("--tier", required=True, choices=APPROVER_TIERS, help="approver's tier")
+    approve.add_argument("--inventory", help="offline inventory JSON to write the approval into instead of Azure")
+    _common(approve)
+    approve.set_defaults(func=_wrap(cmd_approve))
+
+    audit = subparsers.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 when tampered")
+    verify.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
+    verify.add_argument("--config", help="settings file (YAML or JSON)")
+    verify.set_defaults(func=_wrap(cmd_audit_verify))
+
+    report = subparsers.add_parser("report", help="monthly summary for finance and compliance")
+    report.add_argument("--month", required=True, help="YYYY-MM")
+    report.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
+    report.add_argument("--config", help="settings file (YAML or JSON)")
+    report.set_defaults(func=_wrap(cmd_report))
+
+    spot = subparsers.add_parser("spot", help="one Spot fallback pass over the configured scale sets")
+    spot.add_argument("--apply", action="store_true", help="act (default: print the plan only)")
+    _common(spot)
+    spot.set_defaults(func=_wrap(cmd_spot))
+
+    recover = subparsers.add_parser("recover", help="finish or roll back changes a crashed run left behind")
+    recover.add_argument("--apply", action="store_true", help="act (default: list unfinished changes only)")
+    _common(recover)
+    recover.set_defaults(func=_wrap(cmd_recover))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="settings file (YAML or JSON)")
+    parser.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
+    parser.add_argument("--now", help="act as of this time (ISO 8601 UTC); default: now")
+
+
+def _wrap(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (CommandError, AzureError, ValueError, OSError) as error:
+            print(f"rightsizer: error: {error}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from rightsizer.settings import load_settings
+
+    return load_settings(Path(args.config) if getattr(args, "config", None) else None)
+
+
+def _act(settings: Any) -> ActSettings:
+    act = getattr(settings, "act", None)
+    return act if isinstance(act, ActSettings) else ActSettings()
+
+
+def _audit(args: argparse.Namespace, settings: Any) -> AuditLog:
+    path = getattr(args, "audit_log", None) or settings.audit_log or DEFAULT_AUDIT_LOG
+    return AuditLog(path)
+
+
+def _now(args: argparse.Namespace) -> dt.datetime:
+    text = getattr(args, "now", None)
+    if not text:
+        return dt.datetime.now(dt.UTC)
+    try:
+        return parse_iso(text)
+    except ValueError as error:
+        raise CommandError(f"--now {text!r}: expected ISO 8601 with a timezone, e.g. 2026-11-28T02:00:00Z") from error
+
+
+def _gateway(compute: ComputeGateway | None) -> ComputeGateway:
+    if compute is not None:
+        return compute
+    from rightsizer.azure import default_credential
+
+    return ComputeGateway(default_credential())
+
+
+def _subscriptions(settings: Any) -> tuple[list[str], list[str] | None]:
+    subscriptions = list(settings.azure.subscriptions)
+    if not subscriptions:
+        raise CommandError("no Azure subscriptions configured: set azure.subscriptions in the --config file")
+    return subscriptions, list(settings.azure.resource_groups) or None
+
+
+# -- approve ------------------------------------------------------------------------------------------------
+
+
+def cmd_approve(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    settings = _settings(args)
+    now = _now(args)
+    if args.tier not in APPROVER_TIERS:
+        raise CommandError(f"--tier {args.tier!r}: expected one of {', '.join(APPROVER_TIERS)}")
+    if "|" in args.by or "|" in args.target or not args.by.strip():
+        raise CommandError("--by and --target must be non-empty and must not contain '|'")
+    value = f"{args.target}|{args.tier}|{args.by}|{iso(now)}"
+    if args.inventory:
+        vm_id = _approve_in_inventory(Path(args.inventory), args.vm_id, args.target, value)
+    else:
+        gateway = _gateway(compute)
+        try:
+            ref = VmRef.parse(args.vm_id)
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        vm = gateway.get_vm(ref)
+        pending = vm.tags.get(RECOMMENDATION_TAG)
+        if pending is None:
+            raise CommandError(
+                f"{vm.name} has no pending recommendation ({RECOMMENDATION_TAG} tag); "
+                "a run with --apply writes it when a resize needs approval"
+            )
+        pending_target = pending.split("|")[0]
+        if pending_target != args.target:
+            raise CommandError(
+                f"{vm.name}: the pending recommendation is {pending_target}, not {args.target}; approve that size"
+            )
+        gateway.set_tags(ref, {APPROVAL_TAG: value})
+        vm_id = vm.id
+    _audit(args, settings).append(
+        audit_kinds.APPROVAL, vm=vm_id, target_size=args.target, tier=args.tier, approver=args.by
+    )
+    out.write(f"approved {vm_id}: {APPROVAL_TAG}={value}\n")
+    return 0
+
+
+def _approve_in_inventory(path: Path, vm_key: str, target: str, value: str) -> str:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CommandError(f"cannot read inventory {path}: {error}") from error
+    entries = doc.get("vms") if isinstance(doc, dict) else doc
+    if not isinstance(entries, list):
+        raise CommandError(f"{path}: expected a JSON list of VMs (or an object with a 'vms' list)")
+    matches = [e for e in entries if isinstance(e, dict) and vm_key in (e.get("id"), e.get("name"))]
+    if len(matches) != 1:
+        raise CommandError(f"{path}: {len(matches)} VMs match {vm_key!r} by id or name; need exactly one")
+    entry = matches[0]
+    tags = entry.get("tags")
+    if tags is None:
+        tags = entry["tags"] = {}
+    if not isinstance(tags, dict):
+        raise CommandError(f"{path}: VM {vm_key!r} has 'tags' that is not an object")
+    tags[APPROVAL_TAG] = value
+    # Atomic replace: a crash leaves the old or the new file, never half of one.
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        json.dump(doc, file, indent=2)
+        file.write("\n")
+    os.replace(temp, path)
+    return str(entry.get("id"))
+
+
+# -- audit / report ---------------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    audit = _audit(args, _settings(args))
+    if not audit.path.exists():
+        raise CommandError(f"audit log {audit.path} does not exist")
+    result = audit.verify()
+    out.write(result.describe(audit.path) + "\n")
+    return 0 if result.ok else 1
+
+
+def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    audit = _audit(args, _settings(args))
+    if not audit.path.exists():
+        raise CommandError(f"audit log {audit.path} does not exist")
+    out.write(monthly_report(audit.path, args.month))
+    return 0
+
+
+# -- spot / recover ---------------------------------------------------------------------------------------
+
+
+def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
+    from rightsizer.act.settings import SPOT_STATE_TAG
+    from rightsizer.domain import Priority
+    from rightsizer.spot import SpotState, plan_spot, run_spot_pass
+
+    out = out or sys.stdout
+    settings = _settings(args)
+    act = _act(settings)
+    now = _now(args)
+    subscriptions, groups = _subscriptions(settings)
+    gateway = _gateway(compute)
+    audit = _audit(args, settings)
+    failures = 0
+    for subscription in subscriptions:
+        for scale_set in gateway.list_scale_sets(subscription, groups):
+            if scale_set.priority is not Priority.SPOT:
+                continue
+            if not args.apply:
+                instances = gateway.list_scale_set_instances(scale_set)
+                state = SpotState.decode(scale_set.tags.get(SPOT_STATE_TAG))
+                plan = plan_spot(scale_set, instances, state, act.spot, now)
+                out.write(
+                    f"{scale_set.name}: would run in mode {plan.mode}; replace {len(plan.delete_evicted)} evicted, "
+                    f"return {len(plan.rebalance_regular)} to Spot; {'; '.join(plan.reasons) or 'nothing to do'}\n"
+                )
+                continue
+            try:
+                result = run_spot_pass(gateway, scale_set, act.spot, now, audit)
+            except AzureError as error:
+                failures += 1
+                out.write(f"{scale_set.name}: failed: {error}\n")
+                continue
+            out.write(
+                f"{scale_set.name}: mode {result.mode}; replaced {result.replaced_evicted} evicted, "
+                f"returned {result.returned_to_spot} to Spot; {'; '.join(result.reasons + result.errors) or 'ok'}\n"
+            )
+    return 1 if failures else 0
+
+
+def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
+    from rightsizer.act.recover import recover_changes, unfinished
+
+    out = out or sys.stdout
+    settings = _settings(args)
+    act = _act(settings)
+    subscriptions, groups = _subscriptions(settings)
+    gateway = _gateway(compute)
+    vms = [vm for subscription in subscriptions for vm in gateway.list_vms(subscription, groups)]
+    pending = unfinished(vms)
+    if not args.apply:
+        for vm in pending:
+            out.write(
+                f"{vm.name}: unfinished change {vm.tags.get('finops.ai/change')} (size {vm.size}, "
+                f"{vm.power_state.value})\n"
+            )
+        out.write(f"{len(pending)} unfinished change(s); run with --apply to {act.recover_mode} them\n")
+        return 0
+    fixed_now = _now(args) if getattr(args, "now", None) else None
+    results = recover_changes(
+        pending,
+        compute=gateway,
+        act=act,
+        audit=_audit(args, settings),
+        now_fn=(lambda: fixed_now) if fixed_now is not None else None,
+    )
+    for result in results:
+        out.write(f"{result.vm_name}: {result.outcome.value}: {result.reason}\n")
+    return 1 if any(r.outcome.value == "failed" for r in results) else 0

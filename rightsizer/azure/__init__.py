@@ -1,0 +1,38 @@
+"""The Azure side of the rightsizer: a thin gateway over azure-mgmt-compute and its error types."""
+
+from rightsizer.azure.errors import (
+    AzureError,
+    CapacityError,
+    NotFoundError,
+    PermanentAzureError,
+    TransientAzureError,
+)
+from rightsizer.azure.gateway import (
+    ComputeGateway,
+    RetrySettings,
+    ScaleSetInfo,
+    ScaleSetRef,
+    SkuInfo,
+    VmRef,
+)
+
+__all__ = [
+    "AzureError",
+    "CapacityError",
+    "ComputeGateway",
+    "NotFoundError",
+    "PermanentAzureError",
+    "RetrySettings",
+    "ScaleSetInfo",
+    "ScaleSetRef",
+    "SkuInfo",
+    "TransientAzureError",
+    "VmRef",
+]
+
+
+def default_credential() -> object:
+    """``DefaultAzureCredential``: workload identity in AKS, environment or managed identity elsewhere."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()

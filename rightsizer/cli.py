@@ -1,0 +1,315 @@
+"""``rightsizer`` command line: ``recommend`` (the default, a dry run) plus the act side's commands.
+
+rightsizer                                   # dry run on the bundled example fleet, table output
+rightsizer recommend --inventory vms.json --metrics metrics.csv --output json
+rightsizer recommend --config rightsizer.yaml            # Azure inventory + Prometheus metrics
+rightsizer recommend --config rightsizer.yaml --apply    # act on auto/approved resizes
+rightsizer recommend --shard 0/4                          # this job's quarter of the fleet
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load_prices
+from rightsizer.decide import recommend
+from rightsizer.decide.gates import group_key
+from rightsizer.domain import Recommendation, VmInfo
+from rightsizer.inputs import InputError, load_inventory_with_as_of, load_metrics_csv, parse_timestamp
+from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
+from rightsizer.output import to_csv, to_json, to_table
+from rightsizer.prices import PriceDataError
+from rightsizer.settings import Settings, SettingsError, load_settings
+
+EXAMPLE_INVENTORY = "fleet-inventory.json"
+EXAMPLE_METRICS = "fleet-metrics.csv.gz"
+
+
+class UsageError(ValueError):
+    """Bad command-line use: the message says what to pass instead."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected i/n with integers, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard {text!r}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def shard_of(vm: VmInfo, n: int) -> int:
+    """Stable shard: sha256 of the VM's HA group (so a group is decided in one shard) or else of its id."""
+    key = group_key(vm) or vm.id.lower()
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+def in_shard(vms: Sequence[VmInfo], shard: tuple[int, int] | None) -> list[VmInfo]:
+    if shard is None:
+        return list(vms)
+    i, n = shard
+    return [vm for vm in vms if shard_of(vm, n) == i]
+
+
+def _example_path(name: str) -> Path:
+    return Path(str(resources.files("rightsizer") / "examples" / name))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    vms: list[VmInfo]
+    usage: dict[str, Usage]
+    now: float
+    source: str
+    gateway: Any = None
+
+
+def _azure_gateway() -> Any:
+    from rightsizer.azure import default_credential
+    from rightsizer.azure.gateway import ComputeGateway
+
+    return ComputeGateway(default_credential())
+
+
+def gather_inputs(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    gateway_factory: Callable[[], Any] = _azure_gateway,
+    prometheus_factory: Callable[[str], Any] | None = None,
+) -> Inputs:
+    now_arg = parse_timestamp(args.now) if args.now else None
+    if args.metrics and not args.inventory and not settings.azure.subscriptions:
+        raise UsageError("--metrics needs --inventory, or azure.subscriptions in --config for the VMs")
+    gateway = None
+    if args.inventory:
+        vms, as_of = load_inventory_with_as_of(Path(args.inventory))
+        source = f"inventory {args.inventory}"
+    elif settings.azure.subscriptions:
+        gateway = gateway_factory()
+        vms = []
+        for sub in settings.azure.subscriptions:
+            vms += gateway.list_vms(sub, list(settings.azure.resource_groups) or None)
+        as_of = None
+        source = f"Azure subscriptions {', '.join(settings.azure.subscriptions)}"
+    else:
+        vms, as_of = load_inventory_with_as_of(_example_path(EXAMPLE_INVENTORY))
+        source = "bundled example fleet (50 real Bitbrains VMs, see rightsizer/examples/DATA.md)"
+        args.metrics = str(_example_path(EXAMPLE_METRICS))
+    now = now_arg if now_arg is not None else (as_of if as_of is not None else time.time())
+    vms = in_shard(vms, parse_shard(args.shard) if args.shard else None)
+    if args.metrics:
+        raw = load_metrics_csv(Path(args.metrics))
+        usage = usage_from_raw(raw, vms, settings.metrics, now)
+    elif settings.metrics.prometheus_url:
+        if prometheus_factory is None:
+            from prometheus_api_client import PrometheusConnect
+
+            client = PrometheusConnect(url=settings.metrics.prometheus_url, disable_ssl=True)
+        else:
+            client = prometheus_factory(settings.metrics.prometheus_url)
+        usage = usage_from_prometheus(client, vms, settings.metrics, now)
+    else:
+        raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
+    return Inputs(vms, usage, now, source, gateway)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rightsizer",
+        description="Azure VM rightsizing: recommend (dry run by default) and, with --apply, resize safely.",
+    )
+    parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-format", default="json", choices=("json", "console"))
+    sub = parser.add_subparsers(dest="command")
+    rec = sub.add_parser("recommend", help="decide per VM (dry run unless --apply)")
+    rec.add_argument("--config", help="settings file (YAML or JSON); see docs/rightsizer.md")
+    rec.add_argument("--inventory", help="offline inventory JSON (list of VMs)")
+    rec.add_argument("--metrics", help="offline metrics CSV(.gz): vm,timestamp,cpu_percent,memory_percent")
+    rec.add_argument("--output", default="table", choices=("table", "json", "csv"))
+    rec.add_argument("--shard", help="i/n: only the VMs of shard i of n (stable hash of HA group or VM id)")
+    rec.add_argument(
+        "--now",
+        help="evaluate as of this time (ISO 8601 or epoch seconds); default: now, or the inventory's as_of",
+    )
+    rec.add_argument("--forecast", choices=("library", "seasonal-profile", "none"), help="override forecast.method")
+    rec.add_argument("--refresh-prices", action="store_true", help="refresh prices from the Retail Prices API")
+    rec.add_argument("--apply", action="store_true", help="act on auto/approved resizes (default: dry run)")
+    act_cli = _act_cli()
+    if act_cli is not None:
+        act_cli.register(sub)
+    return parser
+
+
+def _act_cli() -> Any | None:
+    if importlib.util.find_spec("rightsizer.act.cli") is None:
+        return None
+    return importlib.import_module("rightsizer.act.cli")
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing, not at configuration: a test harness (or a
+    daemon) that swaps stderr must not leave the loggers writing to a closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    import logging
+
+    levels = {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+    }
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(levels[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=True,
+    )
+
+
+def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> int:
+    log = structlog.get_logger("rightsizer")
+    settings = load_settings(Path(args.config) if args.config else None)
+    if args.forecast:
+        settings = settings.replace(forecast=replace(settings.forecast, method=args.forecast))
+    if args.refresh_prices:
+        settings = settings.replace(prices=replace(settings.prices, refresh=True))
+    if args.apply:
+        settings = settings.replace(dry_run=False)
+    inputs = gather_inputs(args, settings, **factories)
+    if args.apply and inputs.gateway is None:
+        raise UsageError(
+            "--apply acts on Azure VMs: configure azure.subscriptions (offline inventories are dry-run only)"
+        )
+    regions = {vm.region for vm in inputs.vms} or {"westeurope"}
+    cache_dir = Path(settings.prices.cache_dir) if settings.prices.cache_dir else None
+    price_load = load_prices(
+        refresh=settings.prices.refresh,
+        regions=regions,
+        cache_dir=cache_dir,
+        api_url=settings.prices.api_url,
+        timeout_s=settings.prices.timeout_s,
+    )
+    catalogue: Catalogue = load_catalogue(price_load)
+    log.info(
+        "run.start",
+        vms=len(inputs.vms),
+        source=inputs.source,
+        prices=price_load.note,
+        dry_run=settings.dry_run,
+        now=datetime.fromtimestamp(inputs.now, UTC).isoformat(),
+    )
+    recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now)
+    for r in recs:
+        log.bind(vm=r.vm.name, vm_id=r.vm.id).info(
+            "vm.decision",
+            action=r.action.value,
+            decision=r.decision.value,
+            target=r.target_size,
+            monthly_savings_usd=r.monthly_savings_usd,
+            confidence=r.confidence,
+            gate=r.gate,
+            reason=r.reason,
+        )
+    as_of = datetime.fromtimestamp(inputs.now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    mode = "dry run" if settings.dry_run else "APPLY"
+    header = {
+        "as_of": as_of,
+        "mode": mode,
+        "inputs": inputs.source,
+        "prices": price_load.note,
+        "price_origin": price_load.origin,
+        "shard": args.shard,
+    }
+    if args.output == "json":
+        out.write(to_json(recs, header=header))
+    elif args.output == "csv":
+        out.write(to_csv(recs))
+    else:
+        lines = [f"rightsizer {mode} as of {as_of} - {inputs.source}", f"prices: {price_load.note}", ""]
+        out.write(to_table(recs, header_lines=lines))
+    _record_and_apply(recs, settings, inputs, log)
+    return 0
+
+
+def _record_and_apply(recs: Sequence[Recommendation], settings: Settings, inputs: Inputs, log: Any) -> None:
+    if settings.audit_log is None and settings.dry_run:
+        return
+    if importlib.util.find_spec("rightsizer.act.apply") is None:
+        if not settings.dry_run:
+            raise UsageError("--apply needs the acting side (rightsizer.act), which is not installed")
+        return
+    from rightsizer.act.apply import apply_recommendations, record_decisions
+    from rightsizer.audit import AuditLog
+
+    audit = AuditLog(settings.audit_log or "rightsizer-audit.jsonl")
+    if inputs.gateway is None:
+        record_decisions(recs, audit, dry_run=True)
+        return
+    results = apply_recommendations(recs, compute=inputs.gateway, settings=settings, audit=audit)
+    for result in results:
+        log.info("vm.action_result", result=repr(result))
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands = {"recommend", *(_subcommand_names(parser))}
+    # Global flags may come first; without a command after them, "recommend" is meant.
+    i = 0
+    while i < len(args_list) and args_list[i].split("=", 1)[0] in ("--log-level", "--log-format"):
+        i += 1 if "=" in args_list[i] else 2
+    top_help = i < len(args_list) and args_list[i] in ("-h", "--help")
+    if (i >= len(args_list) or args_list[i] not in commands) and not top_help:
+        args_list.insert(i, "recommend")
+    args = parser.parse_args(args_list)
+    configure_logging(args.log_level, args.log_format)
+    stream = out or sys.stdout
+    try:
+        if args.command == "recommend":
+            return run_recommend(args, stream)
+        handler = getattr(args, "func", None) or getattr(args, "handler", None)
+        if handler is None:
+            parser.error(f"command {args.command!r} has no handler")
+        result = handler(args)
+        return int(result or 0)
+    except (UsageError, InputError, SettingsError, PriceDataError, CatalogueError) as exc:
+        print(f"rightsizer: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _subcommand_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []

@@ -1,0 +1,170 @@
+"""The deciding side: usage + catalogue + settings -> one Recommendation per VM (pure, ``now`` given).
+
+``recommend`` never performs I/O; the only expensive step is the per-VM forecast (see
+:mod:`rightsizer.decide.forecast`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from rightsizer.catalogue import Catalogue
+from rightsizer.decide.gates import (
+    FleetContext,
+    approval_gate,
+    group_key,
+    skip_gates,
+)
+from rightsizer.decide.sizing import Sizing, UsageStats, choose_size, usage_stats
+from rightsizer.domain import Action, Decision, PowerState, Recommendation, VmInfo
+from rightsizer.metrics import NoUsage, Usage, VmUsage
+from rightsizer.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    vm: VmInfo
+    sizing: Sizing
+    stats: UsageStats
+    skip: tuple[str, str] | None
+
+
+def _rec(
+    vm: VmInfo,
+    decision: Decision,
+    reason: str,
+    gate: str | None,
+    sizing: Sizing | None = None,
+    confidence: float = 0.0,
+    **extra: object,
+) -> Recommendation:
+    if sizing is None:
+        return Recommendation(
+            vm=vm,
+            action=Action.NONE,
+            decision=decision,
+            reason=reason,
+            gate=gate,
+            confidence=round(confidence, 3),
+        )
+    return Recommendation(
+        vm=vm,
+        action=sizing.action,
+        decision=decision,
+        reason=reason,
+        target_size=sizing.target,
+        monthly_savings_usd=round(sizing.monthly_savings, 2),
+        confidence=round(confidence, 3),
+        gate=gate,
+        current_monthly_usd=None if sizing.current_hourly is None else round(sizing.current_hourly * 730.0, 2),
+        target_monthly_usd=None if sizing.target_hourly is None else round(sizing.target_hourly * 730.0, 2),
+        stats=sizing.stats,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def recommend(
+    vms: Sequence[VmInfo],
+    metrics: Mapping[str, Usage],
+    catalogue: Catalogue,
+    settings: Settings,
+    now: float,
+    *,
+    on_vm: Callable[[VmInfo, UsageStats], None] | None = None,
+) -> list[Recommendation]:
+    """Exactly one recommendation per VM, in input order, skips included with their reason.
+
+    ``metrics`` is keyed by VM id (see :mod:`rightsizer.metrics`); ``now`` is epoch seconds.
+    """
+    fleet = FleetContext.of(vms)
+    out: dict[str, Recommendation] = {}
+    candidates: list[_Candidate] = []
+    sized: list[tuple[VmInfo, VmUsage]] = []
+    for vm in vms:
+        if vm.power_state is not PowerState.RUNNING:
+            out[vm.id] = _rec(vm, Decision.SKIP, f"VM is {vm.power_state.value}: nothing to size", "state")
+            continue
+        usage = metrics.get(vm.id)
+        if usage is None or isinstance(usage, NoUsage):
+            reason = usage.reason if usage is not None else "no metrics for this VM"
+            out[vm.id] = _rec(vm, Decision.SKIP, reason, "data")
+            continue
+        sized.append((vm, usage))
+    all_stats = _all_usage_stats(sized, now, settings)
+    for vm, _ in sized:
+        stats = all_stats[vm.id]
+        if on_vm is not None:
+            on_vm(vm, stats)
+        sizing = choose_size(vm, stats, catalogue, settings, now)
+        conf = stats.confidence
+        if sizing.problem:
+            out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, "sizing", sizing, conf)
+            continue
+        if sizing.action is Action.NONE:
+            out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, None, sizing, conf)
+            continue
+        if sizing.undersized:
+            # Growing a VM costs money: shown to people, never applied by the rightsizer.
+            if conf < settings.gates.min_confidence:
+                reason = f"confidence {conf:.3f} < {settings.gates.min_confidence:g}; {sizing.reason}"
+                out[vm.id] = _rec(vm, Decision.SKIP, reason, "confidence", sizing, conf)
+            else:
+                out[vm.id] = _rec(vm, Decision.RECOMMEND_ONLY, sizing.reason, None, sizing, conf)
+            continue
+        skip = skip_gates(vm, conf, sizing.monthly_savings, fleet, settings)
+        candidates.append(_Candidate(vm, sizing, stats, skip))
+
+    # At most one member of a group per run: the passing member with the largest savings claims it.
+    claimed: dict[str, str] = {}
+    for c in sorted(candidates, key=lambda c: (-c.sizing.monthly_savings, c.vm.id)):
+        key = group_key(c.vm)
+        if c.skip is None and key is not None and key not in claimed and c.sizing.action is Action.RESIZE:
+            claimed[key] = c.vm.name
+    for c in candidates:
+        conf = c.stats.confidence
+        skip = c.skip
+        key = group_key(c.vm)
+        if (
+            c.sizing.action is Action.RESIZE
+            and key is not None
+            and claimed.get(key, c.vm.name) != c.vm.name
+            and (skip is None or _after_ha(skip[0]))
+        ):
+            skip = (
+                "ha",
+                f"HA: {claimed[key]} of {key.split(':', 1)[1]} changes this run (one member per run)",
+            )
+        if skip is not None:
+            gate, reason = skip
+            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({c.sizing.reason})", gate, c.sizing, conf)
+            continue
+        result = approval_gate(c.vm, c.sizing.action, c.sizing.target, c.sizing.monthly_savings, now, settings)
+        out[c.vm.id] = _rec(
+            c.vm,
+            result.decision,
+            f"{c.sizing.reason}; {result.reason}",
+            result.gate,
+            c.sizing,
+            conf,
+            approval_tier=result.tier,
+        )
+    return [out[vm.id] for vm in vms]
+
+
+def _all_usage_stats(sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settings: Settings) -> dict[str, UsageStats]:
+    """Per-VM statistics; the forecast fits run on ``forecast.workers`` threads (results do not depend on it)."""
+    workers = settings.forecast.workers
+    if workers <= 1 or len(sized) <= 1 or settings.forecast.method != "library":
+        return {vm.id: usage_stats(u, now, settings) for vm, u in sized}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rightsizer-fit") as pool:
+        futures = {vm.id: pool.submit(usage_stats, u, now, settings) for vm, u in sized}
+        return {vm_id: f.result() for vm_id, f in futures.items()}
+
+
+def _after_ha(gate: str) -> bool:
+    return gate in ("opt-out", "compliance")
+
+
+__all__ = ["recommend"]

@@ -1,0 +1,298 @@
+"""Offline inputs: an inventory JSON file and a metrics CSV file (optionally gzipped).
+
+Inventory: a JSON list of VMs (or ``{"vms": [...]}``), each with ``id``, ``name``, ``resource_group``,
+``size`` (ARM name), ``region``, ``os`` (linux|windows), ``priority`` (Regular|Spot), ``tags`` (object of
+strings) and optionally ``group``, ``scale_set``, ``zone``, ``data_disks``, ``nics``, ``uses_temp_disk``, ``healthy``,
+``power_state``.
+
+Metrics: CSV with header ``vm,timestamp,cpu_percent,memory_percent``; ``vm`` matches the inventory's ``name``
+or ``id``; ``timestamp`` ISO 8601 (with zone, or UTC assumed) or epoch seconds; percentages in [0, 100]
+(a little above 100 is accepted, real counters overshoot); ``memory_percent`` may be empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rightsizer.domain import PowerState, Priority, VmInfo
+from rightsizer.prices import normalise_size_name
+
+FloatArray = npt.NDArray[np.float64]
+
+METRICS_COLUMNS = ("vm", "timestamp", "cpu_percent", "memory_percent")
+MAX_PERCENT = 150.0
+
+
+class InputError(ValueError):
+    """Bad offline input; the message names the file, the row or VM, the field and the accepted form."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawUsage:
+    """Raw samples of one VM as read (unsorted, possibly duplicated); NaN memory where not measured."""
+
+    vm: str
+    timestamps: FloatArray
+    cpu_percent: FloatArray
+    memory_percent: FloatArray
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
+
+
+# --- inventory -----------------------------------------------------------------------------------------
+
+_REQUIRED = ("id", "name", "resource_group", "size", "region")
+
+
+def _field(entry: Mapping[str, Any], key: str, where: str, kind: type, default: Any = None) -> Any:
+    value = entry.get(key, default)
+    if value is None:
+        return default
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InputError(f"{where}: '{key}' must be a non-negative integer, got {value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise InputError(f"{where}: '{key}' must be true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise InputError(f"{where}: '{key}' must be a string, got {value!r}")
+    return value
+
+
+def parse_inventory(doc: Any, *, source: str = "inventory") -> list[VmInfo]:
+    entries = doc.get("vms") if isinstance(doc, Mapping) else doc
+    if not isinstance(entries, list):
+        raise InputError(f"{source}: expected a JSON list of VMs (or an object with a 'vms' list)")
+    vms: list[VmInfo] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"{source}: VM #{i}"
+        if not isinstance(entry, Mapping):
+            raise InputError(f"{where}: expected an object, got {type(entry).__name__}")
+        for key in _REQUIRED:
+            value = entry.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f"{where}: '{key}' is required (a non-empty string), got {value!r}")
+        where = f"{source}: VM #{i} ({entry['name']})"
+        if entry["id"] in seen:
+            raise InputError(f"{where}: duplicate id {entry['id']!r}")
+        seen.add(entry["id"])
+        os = str(entry.get("os", "linux")).lower()
+        if os not in ("linux", "windows"):
+            raise InputError(f"{where}: 'os' must be linux or windows, got {entry.get('os')!r}")
+        priority_text = str(entry.get("priority", "Regular"))
+        try:
+            priority = Priority(priority_text.capitalize())
+        except ValueError:
+            raise InputError(f"{where}: 'priority' must be Regular or Spot, got {priority_text!r}") from None
+        tags = entry.get("tags") or {}
+        if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise InputError(f"{where}: 'tags' must be an object of string values, got {tags!r}")
+        power_text = str(entry.get("power_state", "running")).lower()
+        try:
+            power = PowerState(power_text)
+        except ValueError:
+            accepted = ", ".join(p.value for p in PowerState)
+            raise InputError(f"{where}: 'power_state' {power_text!r} is not one of {accepted}") from None
+        vms.append(
+            VmInfo(
+                id=entry["id"],
+                name=entry["name"],
+                resource_group=entry["resource_group"],
+                size=normalise_size_name(entry["size"]),
+                region=entry["region"].lower(),
+                os=os,
+                priority=priority,
+                tags=dict(tags),
+                group=_field(entry, "group", where, str),
+                zone=_field(entry, "zone", where, str),
+                power_state=power,
+                subscription_id=_field(entry, "subscription_id", where, str),
+                scale_set=_field(entry, "scale_set", where, str),
+                data_disks=_field(entry, "data_disks", where, int, 0),
+                nics=_field(entry, "nics", where, int, 1),
+                healthy=_field(entry, "healthy", where, bool, True),
+                uses_temp_disk=_field(entry, "uses_temp_disk", where, bool, False),
+            )
+        )
+    return vms
+
+
+def load_inventory(path: Path) -> list[VmInfo]:
+    return load_inventory_with_as_of(path)[0]
+
+
+def load_inventory_with_as_of(path: Path) -> tuple[list[VmInfo], float | None]:
+    """The VMs and, when the file is ``{"as_of": ISO 8601, "vms": [...]}``, the time its data end (the
+    example fleet's metrics are from 2013, so its evaluation time is part of the file)."""
+    try:
+        with _open_text(path) as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise InputError(f"cannot read inventory {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    as_of: float | None = None
+    if isinstance(doc, Mapping) and doc.get("as_of") is not None:
+        try:
+            as_of = parse_timestamp(str(doc["as_of"]))
+        except ValueError:
+            raise InputError(f"{path}: 'as_of'={doc['as_of']!r} is not ISO 8601 or epoch seconds") from None
+    return parse_inventory(doc, source=str(path)), as_of
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds from ``1372637004``/``1372637004.5`` or ISO 8601 (naive = UTC); ValueError otherwise."""
+    t = text.strip()
+    try:
+        value = float(t)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value) or value > 32_503_680_000.0:
+            raise ValueError(f"{t!r} is not epoch seconds (milliseconds?)")
+        return value
+    dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _percent(text: str, *, row: int, column: str, source: str, allow_empty: bool) -> float:
+    t = text.strip()
+    if not t:
+        if allow_empty:
+            return math.nan
+        raise InputError(f"{source} row {row}: '{column}' is empty; expected a percentage 0-100")
+    try:
+        v = float(t)
+    except ValueError:
+        raise InputError(f"{source} row {row}: '{column}'={t!r} is not a number; expected a percentage 0-100") from None
+    if not math.isfinite(v) or v < 0 or v > MAX_PERCENT:
+        raise InputError(f"{source} row {row}: '{column}'={t} outside 0-{MAX_PERCENT:.0f} percent")
+    return v
+
+
+def parse_metrics_rows(rows: Iterable[list[str]], *, source: str = "metrics") -> dict[str, RawUsage]:
+    it = iter(rows)
+    header = next(it, None)
+    if header is None:
+        raise InputError(f"{source}: empty file; expected header {','.join(METRICS_COLUMNS)}")
+    cols = [h.strip().lower() for h in header]
+    missing = [c for c in METRICS_COLUMNS if c not in cols]
+    if missing:
+        raise InputError(
+            f"{source}: header {','.join(cols)} lacks {', '.join(missing)}; expected {','.join(METRICS_COLUMNS)}"
+        )
+    idx = {c: cols.index(c) for c in METRICS_COLUMNS}
+    per_vm: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for row_no, row in enumerate(it, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < len(cols):
+            raise InputError(f"{source} row {row_no}: {len(row)} fields, expected {len(cols)} ({','.join(cols)})")
+        vm = row[idx["vm"]].strip()
+        if not vm:
+            raise InputError(f"{source} row {row_no}: 'vm' is empty")
+        try:
+            ts = parse_timestamp(row[idx["timestamp"]])
+        except ValueError:
+            raise InputError(
+                f"{source} row {row_no}: 'timestamp'={row[idx['timestamp']]!r} is neither epoch seconds nor "
+                "ISO 8601 (e.g. 2026-11-20T13:05:00Z)"
+            ) from None
+        cpu = _percent(row[idx["cpu_percent"]], row=row_no, column="cpu_percent", source=source, allow_empty=False)
+        mem = _percent(row[idx["memory_percent"]], row=row_no, column="memory_percent", source=source, allow_empty=True)
+        t_list, c_list, m_list = per_vm.setdefault(vm, ([], [], []))
+        t_list.append(ts)
+        c_list.append(cpu)
+        m_list.append(mem)
+    return {
+        vm: RawUsage(
+            vm,
+            np.asarray(t, dtype=np.float64),
+            np.asarray(c, dtype=np.float64),
+            np.asarray(m, dtype=np.float64),
+        )
+        for vm, (t, c, m) in per_vm.items()
+    }
+
+
+def load_metrics_csv(path: Path) -> dict[str, RawUsage]:
+    """Read a metrics CSV: pandas' C parser for well-formed files, and a row-by-row pass (which names the bad
+    row and field) whenever anything looks wrong."""
+    try:
+        fast = _load_metrics_fast(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        fast = None
+    if fast is not None:
+        return fast
+    try:
+        with _open_text(path) as fh:
+            return parse_metrics_rows(csv.reader(fh), source=str(path))
+    except OSError as exc:
+        raise InputError(f"cannot read metrics {path}: {exc}") from exc
+
+
+def _load_metrics_fast(path: Path) -> dict[str, RawUsage] | None:
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype={"vm": str}, skipinitialspace=True)
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    if any(c not in frame.columns for c in METRICS_COLUMNS) or frame["vm"].isna().any() or len(frame) == 0:
+        return None
+    ts_col = frame["timestamp"]
+    if pd.api.types.is_numeric_dtype(ts_col.dtype):
+        ts = ts_col.to_numpy(dtype=np.float64)
+    else:
+        parsed = pd.to_datetime(ts_col, utc=True, format="ISO8601")
+        ts = parsed.astype("int64").to_numpy(dtype=np.float64) / _unit_per_second(parsed)
+    cpu = frame["cpu_percent"]
+    mem = frame["memory_percent"]
+    if not (pd.api.types.is_numeric_dtype(cpu.dtype) and pd.api.types.is_numeric_dtype(mem.dtype)):
+        return None
+    cpu_v = cpu.to_numpy(dtype=np.float64)
+    mem_v = mem.to_numpy(dtype=np.float64)
+    finite_mem = mem_v[np.isfinite(mem_v)]
+    if (
+        not np.all(np.isfinite(ts))
+        or ts.max() > 32_503_680_000.0
+        or not np.all(np.isfinite(cpu_v))
+        or cpu_v.min() < 0
+        or cpu_v.max() > MAX_PERCENT
+        or (len(finite_mem) and (finite_mem.min() < 0 or finite_mem.max() > MAX_PERCENT))
+    ):
+        return None
+    codes, uniques = pd.factorize(frame["vm"])
+    names = [str(u).strip() for u in uniques]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        return None
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    out: dict[str, RawUsage] = {}
+    for chunk in np.split(order, bounds):
+        name = names[codes[chunk[0]]]
+        out[name] = RawUsage(name, ts[chunk], cpu_v[chunk], mem_v[chunk])
+    return out
+
+
+def _unit_per_second(parsed: Any) -> float:
+    unit = str(getattr(parsed.dtype, "unit", "ns"))
+    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]

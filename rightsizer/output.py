@@ -1,0 +1,169 @@
+"""Recommendations as a readable table, JSON or CSV, each with totals.
+
+Money: monthly = hourly x 730 at Azure retail pay-as-you-go prices (reservations and savings plans ignored),
+the convention Azure Advisor and the pricing calculator use.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rightsizer.domain import Action, Decision, Recommendation
+
+PRICING_NOTE = "monthly = hourly x 730 at Azure retail pay-as-you-go prices (USD)"
+FIELDS = (
+    "vm",
+    "current_size",
+    "target_size",
+    "action",
+    "monthly_savings_usd",
+    "confidence",
+    "decision",
+    "reason",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    vms: int
+    by_decision: dict[str, int]
+    by_action: dict[str, int]
+    applicable_monthly_savings_usd: float
+    """Savings of resizes that would be applied now (auto + approved)."""
+    pending_approval_monthly_savings_usd: float
+    recommended_monthly_savings_usd: float
+    """Savings of every recommended resize and shutdown that passed the skip gates."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "vms": self.vms,
+            "by_decision": self.by_decision,
+            "by_action": self.by_action,
+            "applicable_monthly_savings_usd": round(self.applicable_monthly_savings_usd, 2),
+            "pending_approval_monthly_savings_usd": round(self.pending_approval_monthly_savings_usd, 2),
+            "recommended_monthly_savings_usd": round(self.recommended_monthly_savings_usd, 2),
+        }
+
+
+def totals(recs: Sequence[Recommendation]) -> Totals:
+    def savings(decisions: tuple[Decision, ...], actions: tuple[Action, ...] = (Action.RESIZE,)) -> float:
+        return sum(
+            r.monthly_savings_usd
+            for r in recs
+            if r.decision in decisions and r.action in actions and r.monthly_savings_usd > 0
+        )
+
+    return Totals(
+        vms=len(recs),
+        by_decision=dict(sorted(Counter(r.decision.value for r in recs).items())),
+        by_action=dict(sorted(Counter(r.action.value for r in recs).items())),
+        applicable_monthly_savings_usd=savings((Decision.AUTO, Decision.APPROVED)),
+        pending_approval_monthly_savings_usd=savings((Decision.NEEDS_APPROVAL,)),
+        recommended_monthly_savings_usd=savings(
+            (Decision.AUTO, Decision.APPROVED, Decision.NEEDS_APPROVAL, Decision.RECOMMEND_ONLY),
+            (Action.RESIZE, Action.SHUTDOWN),
+        ),
+    )
+
+
+def row(rec: Recommendation) -> dict[str, Any]:
+    return {
+        "vm": rec.vm.name,
+        "current_size": rec.current_size,
+        "target_size": rec.target_size,
+        "action": rec.action.value,
+        "monthly_savings_usd": round(rec.monthly_savings_usd, 2),
+        "confidence": round(rec.confidence, 3),
+        "decision": rec.decision.value,
+        "reason": rec.reason,
+    }
+
+
+def to_json(recs: Sequence[Recommendation], *, header: dict[str, Any] | None = None) -> str:
+    doc: dict[str, Any] = dict(header or {})
+    doc["pricing"] = PRICING_NOTE
+    doc["recommendations"] = [
+        {
+            **row(r),
+            "id": r.vm.id,
+            "approval_tier": r.approval_tier.value,
+            "gate": r.gate,
+            "current_monthly_usd": r.current_monthly_usd,
+            "target_monthly_usd": r.target_monthly_usd,
+            "stats": dict(r.stats),
+        }
+        for r in recs
+    ]
+    doc["totals"] = totals(recs).as_dict()
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def to_csv(recs: Sequence[Recommendation]) -> str:
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in recs:
+        w.writerow({k: ("" if v is None else v) for k, v in row(r).items()})
+    t = totals(recs)
+    # The totals line: same columns, so any CSV reader keeps working; "vm" says what it is.
+    w.writerow(
+        {
+            "vm": "TOTAL",
+            "current_size": f"{t.vms} VMs",
+            "target_size": "",
+            "action": " ".join(f"{k}={v}" for k, v in t.by_action.items()),
+            "monthly_savings_usd": round(t.recommended_monthly_savings_usd, 2),
+            "confidence": "",
+            "decision": " ".join(f"{k}={v}" for k, v in t.by_decision.items()),
+            "reason": f"applicable now ${t.applicable_monthly_savings_usd:,.2f}/month; "
+            f"awaiting approval ${t.pending_approval_monthly_savings_usd:,.2f}/month; {PRICING_NOTE}",
+        }
+    )
+    return out.getvalue()
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def to_table(recs: Sequence[Recommendation], *, header_lines: Sequence[str] = (), reason_width: int = 90) -> str:
+    cols = ("VM", "CURRENT", "TARGET", "ACTION", "SAVINGS/MO", "CONF", "DECISION", "REASON")
+    rows = [
+        (
+            r.vm.name,
+            r.current_size,
+            r.target_size or "-",
+            r.action.value,
+            f"${r.monthly_savings_usd:,.2f}",
+            f"{r.confidence:.2f}",
+            r.decision.value,
+            _clip(r.reason, reason_width),
+        )
+        for r in recs
+    ]
+    widths = [max(len(c), *(len(x[i]) for x in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    right = {4, 5}
+
+    def fmt(values: Sequence[str]) -> str:
+        cells = [v.rjust(widths[i]) if i in right else v.ljust(widths[i]) for i, v in enumerate(values)]
+        return "  ".join(cells).rstrip()
+
+    lines = [*header_lines, fmt(cols), fmt(["-" * w for w in widths])]
+    lines += [fmt(x) for x in rows]
+    t = totals(recs)
+    lines.append("")
+    lines.append(
+        f"TOTAL {t.vms} VMs: "
+        + ", ".join(f"{v} {k}" for k, v in t.by_decision.items())
+        + f" | applicable now ${t.applicable_monthly_savings_usd:,.2f}/month"
+        + f" | awaiting approval ${t.pending_approval_monthly_savings_usd:,.2f}/month"
+        + f" | all recommendations ${t.recommended_monthly_savings_usd:,.2f}/month"
+    )
+    lines.append(f"({PRICING_NOTE})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,252 @@
+"""One typed settings object for the rightsizer, loaded from a YAML/JSON file and passed explicitly.
+
+Every field has a safe default: ``Settings()`` is a dry run with Advisor-like thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+DAY_S = 86_400.0
+
+DEFAULT_CPU_QUERY = '100 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle",instance="{vm}"}}[5m])) * 100'
+DEFAULT_MEMORY_QUERY = (
+    '100 * (1 - node_memory_MemAvailable_bytes{{instance="{vm}"}} / node_memory_MemTotal_bytes{{instance="{vm}"}})'
+)
+
+
+class SettingsError(ValueError):
+    """A settings file or value that is not accepted; the message names the field and the accepted form."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    cpu_p95_max_percent: float = 80.0
+    """P95 CPU the *new* size may reach (Advisor: 80 % for non-user-facing workloads)."""
+    cpu_p95_max_percent_user_facing: float = 40.0
+    """Stricter bound for VMs tagged user-facing (Advisor: 40 %)."""
+    memory_max_percent: float = 70.0
+    """Memory statistic on the new size (30 % headroom)."""
+    memory_statistic: str = "p95"
+    """``p95`` or ``max`` of memory utilisation."""
+    idle_cpu_p95_percent: float = 3.0
+    """Below this P95 CPU a VM is recommended for shutdown (never applied)."""
+    min_saving_fraction: float = 0.10
+    """Minimum-change rule: a resize must cut the hourly price by at least this fraction."""
+    resize_cooldown_days: float = 7.0
+    """Minimum-change rule: no new resize within this many days of the last one (``previous-size`` tag)."""
+    offer_burstable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    min_confidence: float = 0.8
+    min_monthly_savings_usd: float = 50.0
+    finops_lead_above_usd: float = 100.0
+    """Savings at or above this need a FinOps lead's approval."""
+    executive_above_usd: float = 1000.0
+    """Savings above this need an executive's approval."""
+    approval_ttl_days: float = 7.0
+    recommendation_ttl_days: float = 14.0
+    min_pool_instances: int = 2
+    approval_criticality: tuple[str, ...] = ("tier-0", "tier-1")
+    database_roles: tuple[str, ...] = ("database", "db")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    lookback_days: float = 7.0
+    step_s: float = 300.0
+    min_completeness: float = 0.95
+    prometheus_url: str | None = None
+    cpu_query: str = DEFAULT_CPU_QUERY
+    """Template: ``{vm}`` is replaced by the VM's metrics instance (name by default)."""
+    memory_query: str = DEFAULT_MEMORY_QUERY
+    instance_label_tag: str = "prometheus-instance"
+    """VM tag naming its Prometheus instance label when it differs from the VM name."""
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSettings:
+    method: str = "library"
+    """``library`` (forecasting.pipeline.fit_serving_model's model choice), ``seasonal-profile`` (cheap
+    P95-oriented weekly/daily profile, for large fleets), or ``none`` (observed only)."""
+    horizon_days: float = 7.0
+    profile_quantile: float = 0.95
+    workers: int = 2
+    """Forecast fits in parallel (Prophet fits run mostly in a cmdstan subprocess, so threads help)."""
+    library_candidates: tuple[str, ...] = (
+        "seasonal_naive_1w+anchor",
+        "seasonal_naive_1w",
+        "seasonal_naive_1d+anchor",
+        "seasonal_naive_1d",
+    )
+    """Candidates the library backtests and chooses from. The default is the library's cheap seasonal models
+    (weekly ones only once 14 days of history exist): ~0.03 s per series. An empty list means the library's
+    full list including Prophet (~1.5 s per series on 7 days at 5 min, too slow for large fleets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSettings:
+    refresh: bool = False
+    """Refresh from the Azure Retail Prices API (needs internet); the last good copy stays in cache_dir."""
+    api_url: str = "https://prices.azure.com/api/retail/prices"
+    cache_dir: str | None = None
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AzureSettings:
+    subscriptions: tuple[str, ...] = ()
+    resource_groups: tuple[str, ...] = ()
+    """Empty: every resource group of each subscription."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    dry_run: bool = True
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    gates: Gates = field(default_factory=Gates)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
+    prices: PriceSettings = field(default_factory=PriceSettings)
+    azure: AzureSettings = field(default_factory=AzureSettings)
+    audit_log: str | None = None
+    act: Any = field(default_factory=lambda: _act_settings({}))
+    """The act side's ``rightsizer.act.settings.ActSettings`` (section ``act:`` of the file)."""
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "thresholds": Thresholds,
+    "gates": Gates,
+    "metrics": MetricsSettings,
+    "forecast": ForecastSettings,
+    "prices": PriceSettings,
+    "azure": AzureSettings,
+}
+_CHOICES = {
+    ("thresholds", "memory_statistic"): ("p95", "max"),
+    ("forecast", "method"): ("library", "seasonal-profile", "none"),
+}
+
+
+def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
+    where = f"{section}.{name}" if section else name
+    text = str(hint)
+    if text.startswith("tuple"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise SettingsError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(str(v) for v in value)
+    if "bool" in text and "str" not in text:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if "float" in text or "int" in text:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{where}: expected a number, got {value!r}")
+        return int(value) if text == "int" else float(value)
+    if "str" in text:
+        if value is None and "None" in text:
+            return None
+        if not isinstance(value, str):
+            raise SettingsError(f"{where}: expected a string, got {value!r}")
+        choices = _CHOICES.get((section, name))
+        if choices and value not in choices:
+            raise SettingsError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    return value
+
+
+def _build(section: str, cls: type[Any], doc: Mapping[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise SettingsError(
+            f"{section or 'settings'}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(names))}"
+        )
+    return cls(**{k: _coerce(section, k, hints[k], v) for k, v in doc.items()})
+
+
+def settings_from_mapping(doc: Mapping[str, Any]) -> Settings:
+    top: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{key}: expected a mapping of settings, got {value!r}")
+            top[key] = _build(key, _SECTIONS[key], value)
+        elif key == "act":
+            top[key] = _act_settings(value)
+        elif key in ("dry_run", "audit_log"):
+            top[key] = _coerce("", key, get_type_hints(Settings)[key], value)
+        else:
+            accepted = sorted([*_SECTIONS, "act", "dry_run", "audit_log"])
+            raise SettingsError(f"unknown settings key {key!r}; accepted: {', '.join(accepted)}")
+    if "act" not in top:
+        top["act"] = _act_settings({})
+    settings = Settings(**top)
+    validate(settings)
+    return settings
+
+
+def _act_settings(value: Any) -> Any:
+    """The act side's settings object (it owns the fields and their checks); None if it is not installed."""
+    try:
+        from rightsizer.act.settings import ActSettings
+    except ImportError:
+        return None
+    try:
+        return ActSettings.from_mapping(value or {})
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def validate(settings: Settings) -> None:
+    t, g, m = settings.thresholds, settings.gates, settings.metrics
+    for name, v in (
+        ("thresholds.cpu_p95_max_percent", t.cpu_p95_max_percent),
+        ("thresholds.cpu_p95_max_percent_user_facing", t.cpu_p95_max_percent_user_facing),
+        ("thresholds.memory_max_percent", t.memory_max_percent),
+    ):
+        if not 0 < v <= 100:
+            raise SettingsError(f"{name}: {v} is outside (0, 100] percent")
+    if not 0 <= g.min_confidence <= 1:
+        raise SettingsError(f"gates.min_confidence: {g.min_confidence} is outside [0, 1]")
+    if g.finops_lead_above_usd > g.executive_above_usd:
+        raise SettingsError("gates.finops_lead_above_usd must not exceed gates.executive_above_usd")
+    if m.lookback_days <= 0 or m.step_s <= 0:
+        raise SettingsError("metrics.lookback_days and metrics.step_s must be > 0")
+    if not 0 < m.min_completeness <= 1:
+        raise SettingsError(f"metrics.min_completeness: {m.min_completeness} is outside (0, 1]")
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Settings from a YAML or JSON file (JSON is YAML); defaults when ``path`` is None."""
+    if path is None:
+        return settings_from_mapping({})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc}") from exc
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SettingsError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    return settings_from_mapping(doc)

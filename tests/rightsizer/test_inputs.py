@@ -1,0 +1,140 @@
+"""Offline inputs: good files parse, bad rows and fields get an error naming them and the accepted form."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rightsizer.domain import Priority
+from rightsizer.inputs import InputError, load_inventory, load_inventory_with_as_of, load_metrics_csv, parse_inventory
+from rightsizer.metrics import NoUsage, VmUsage, usage_from_raw
+from rightsizer.settings import MetricsSettings
+
+GOOD_VM = {
+    "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web-1",
+    "name": "web-1",
+    "resource_group": "rg",
+    "size": "D4s v5",
+    "region": "WestEurope",
+    "os": "linux",
+    "priority": "Regular",
+    "tags": {"team": "web"},
+    "group": "web-avset",
+}
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_inventory_parses_and_normalises(tmp_path: Path) -> None:
+    vms = load_inventory(
+        write(
+            tmp_path,
+            "inv.json",
+            json.dumps([GOOD_VM, {**GOOD_VM, "id": "x", "name": "spot-1", "priority": "spot", "os": "Windows"}]),
+        )
+    )
+    assert vms[0].size == "Standard_D4s_v5" and vms[0].region == "westeurope" and vms[0].group == "web-avset"
+    assert vms[1].priority is Priority.SPOT and vms[1].os == "windows"
+
+
+def test_inventory_as_of(tmp_path: Path) -> None:
+    _, as_of = load_inventory_with_as_of(
+        write(tmp_path, "i.json", json.dumps({"as_of": "2013-07-15T00:00:00Z", "vms": [GOOD_VM]}))
+    )
+    assert as_of == 1373846400.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": ""}, "VM #0: 'name' is required"),
+        ({"size": None}, "'size' is required"),
+        ({"os": "beos"}, "'os' must be linux or windows, got 'beos'"),
+        ({"priority": "Low"}, "'priority' must be Regular or Spot, got 'Low'"),
+        ({"tags": {"a": 1}}, "'tags' must be an object of string values"),
+        ({"data_disks": -1}, "'data_disks' must be a non-negative integer"),
+        ({"uses_temp_disk": "yes"}, "'uses_temp_disk' must be true or false"),
+        ({"power_state": "asleep"}, "'power_state' 'asleep' is not one of"),
+    ],
+)
+def test_bad_inventory_fields_are_named(change: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_inventory([{**GOOD_VM, **change}], source="inv.json")
+
+
+def test_inventory_shape_and_duplicates(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="expected a JSON list of VMs"):
+        parse_inventory({"machines": []})
+    with pytest.raises(InputError, match="duplicate id"):
+        parse_inventory([GOOD_VM, GOOD_VM])
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_inventory(write(tmp_path, "bad.json", "[{"))
+
+
+def test_metrics_csv_iso_and_epoch_and_empty_memory(tmp_path: Path) -> None:
+    text = (
+        "vm,timestamp,cpu_percent,memory_percent\n"
+        "web-1,2026-09-20T10:00:00Z,12.5,40\n"
+        "web-1,1790000100,13.5,\n"
+        "web-1,2026-09-20T12:05:00+02:00,14,41.5\n"
+    )
+    raw = load_metrics_csv(write(tmp_path, "m.csv", text))["web-1"]
+    assert raw.timestamps[0] == datetime(2026, 9, 20, 10, tzinfo=UTC).timestamp()
+    assert raw.timestamps[1] == 1790000100.0
+    assert raw.timestamps[2] == raw.timestamps[0] + 300.0  # +02:00 honoured
+    assert np.isnan(raw.memory_percent[1]) and raw.memory_percent[2] == 41.5
+
+
+def test_gzipped_metrics(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv.gz"
+    p.write_bytes(gzip.compress(b"vm,timestamp,cpu_percent,memory_percent\na,1790000000,1,2\n"))
+    assert len(load_metrics_csv(p)["a"].timestamps) == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("web-1,yesterday,12,40", "row 3: 'timestamp'='yesterday' is neither epoch seconds nor ISO 8601"),
+        ("web-1,1790000000,lots,40", "row 3: 'cpu_percent'='lots' is not a number"),
+        ("web-1,1790000000,,40", "row 3: 'cpu_percent' is empty"),
+        ("web-1,1790000000,12,-3", "row 3: 'memory_percent'=-3 outside 0-150 percent"),
+        ("web-1,1790000000000,12,40", "row 3: 'timestamp'='1790000000000' is neither"),
+        (",1790000000,12,40", "row 3: 'vm' is empty"),
+        ("web-1,1790000000", "row 3: 2 fields, expected 4"),
+    ],
+)
+def test_bad_metric_rows_are_named(tmp_path: Path, row: str, message: str) -> None:
+    text = f"vm,timestamp,cpu_percent,memory_percent\nweb-1,1790000000,10,40\n{row}\n"
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_metrics_csv(write(tmp_path, "m.csv", text))
+
+
+def test_bad_metrics_header(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"lacks cpu_percent.*expected vm,timestamp,cpu_percent,memory_percent"):
+        load_metrics_csv(write(tmp_path, "m.csv", "vm,timestamp,cpu,memory_percent\n"))
+    with pytest.raises(InputError, match="empty file"):
+        load_metrics_csv(write(tmp_path, "e.csv", ""))
+
+
+def test_usage_matches_vms_by_name_or_id_and_flags_missing_memory(tmp_path: Path) -> None:
+    now = 1_790_000_000.0
+    ts = np.arange(now - 7 * 86400 + 300, now + 1, 300)
+    rows = ["vm,timestamp,cpu_percent,memory_percent"]
+    rows += [f"web-1,{t:.0f},20," for t in ts]
+    vms = parse_inventory([GOOD_VM, {**GOOD_VM, "id": "other", "name": "web-2"}])
+    raw = load_metrics_csv(write(tmp_path, "m.csv", "\n".join(rows) + "\n"))
+    usage = usage_from_raw(raw, vms, MetricsSettings(), now)
+    u1 = usage[vms[0].id]
+    assert isinstance(u1, VmUsage) and u1.memory is None and u1.memory_note == "memory not measured"
+    assert u1.cpu.quality.completeness == pytest.approx(1.0)
+    u2 = usage["other"]
+    assert isinstance(u2, NoUsage) and "no metrics" in u2.reason
