@@ -81,6 +81,8 @@ class BacktestResult:
     origin_times: FloatArray = field(default_factory=lambda: np.zeros(0))
     abs_errors: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     """|ŷ - y| per forecast origin (rows) and lead (columns); NaN where no forecast was made."""
+    predictions: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """ŷ per forecast origin and lead (what ``abs_errors`` was measured against)."""
     scale: float = float("nan")
 
     @property
@@ -359,5 +361,47 @@ def _score(
         eval_end=eval_end,
         origin_times=series_start + origins.astype(np.float64) * step_s,
         abs_errors=np.abs(preds - y[origins[:, None] + lead_steps[None, :]]),
+        predictions=preds,
         scale=scale,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseModel:
+    """Spread of the data around a forecast: sigma(mu) = c * mu ** p.
+
+    Request counts are close to Poisson (p = 0.5: a quiet night is relatively noisier than a busy afternoon);
+    utilisation-like series scale with their level (p = 1). ``p`` is fitted, not assumed.
+    """
+
+    c: float
+    p: float
+
+    def sigma(self, mu: FloatArray) -> FloatArray:
+        return np.asarray(self.c * np.power(np.maximum(mu, 0.0), self.p), dtype=np.float64)
+
+
+def fit_noise(result: BacktestResult, lead_index: int = 0, bins: int = 10) -> NoiseModel | None:
+    """sigma(mu) from the backtest's errors at one lead: mean |e| by forecast-level bin, then a log-log line.
+
+    Mean |e| of a normal error is sigma * sqrt(2 / pi). None when there are too few usable points.
+    """
+    if result.predictions.size == 0:
+        return None
+    mu = result.predictions[:, lead_index]
+    err = result.abs_errors[:, lead_index]
+    ok = np.isfinite(mu) & np.isfinite(err) & (mu > 0)
+    if ok.sum() < 4 * bins:
+        return None
+    mu, err = mu[ok], err[ok]
+    order = np.argsort(mu)
+    groups = np.array_split(order, bins)
+    level = np.array([mu[g].mean() for g in groups])
+    spread = np.array([err[g].mean() for g in groups]) * math.sqrt(math.pi / 2)
+    usable = (level > 0) & (spread > 0)
+    if usable.sum() < 3:
+        return None
+    x, z = np.log(level[usable]), np.log(spread[usable])
+    p = 0.5 if np.ptp(x) < 1e-6 else float(np.clip(np.polyfit(x, z, 1)[0], 0.0, 1.0))
+    c = float(np.exp(np.mean(z - p * x)))
+    return NoiseModel(c=c, p=p)

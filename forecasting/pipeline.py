@@ -14,10 +14,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from forecasting.backtest import BacktestResult, BacktestSettings, NotEnoughHistory, rolling_origin
+import numpy as np
+
+from forecasting.backtest import (
+    BacktestResult,
+    BacktestSettings,
+    NoiseModel,
+    NotEnoughHistory,
+    fit_noise,
+    rolling_origin,
+)
+from forecasting.curve import ForecastCurve
 from forecasting.models.anchoring import LevelAnchored
-from forecasting.models.base import Forecaster, ModelError
-from forecasting.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster
+from forecasting.models.base import FittedModel, Forecaster, ModelError
+from forecasting.models.baselines import Z_80, PersistenceForecaster, SeasonalNaiveForecaster
 from forecasting.models.ensemble import MeanEnsemble
 from forecasting.models.memo import SharedFits
 from forecasting.models.prophet_model import ProphetForecaster, ProphetSettings
@@ -175,10 +185,15 @@ def fit_serving_model(
         chosen = choose_model(results, config.selection_lead_s, config.selection_margin)
         accuracy = results[chosen].as_accuracy()
         accuracy["selected_at"] = clock()
+        noise = fit_noise(results[chosen])
+        if noise is not None:
+            accuracy["noise_c"], accuracy["noise_p"] = noise.c, noise.p
         candidates = {name: r.mase(config.selection_lead_s) for name, r in results.items()}
         confidence = results[chosen].confidence
     warm = previous.model if previous is not None and previous.name == chosen else None
     fitted = make_forecaster(chosen, config).fit(training, horizon_s=config.horizon_s, warm_start=warm)
+    if "noise_c" in accuracy:
+        fitted = with_noise_band(fitted, NoiseModel(accuracy["noise_c"], accuracy["noise_p"]))
     return ServingModel(
         key=key,
         model=fitted,
@@ -188,6 +203,22 @@ def fit_serving_model(
         accuracy=accuracy,
         candidates=candidates,
     )
+
+
+def with_noise_band(fitted: FittedModel, noise: NoiseModel) -> FittedModel:
+    """The fitted curve with its band replaced by the 10th-90th percentile of the data around it, as measured
+    in the backtest: a model's own band (Prophet's residual scale on 5-minute means) knows nothing of the
+    noise of the series it serves."""
+    curve = fitted.curve
+    band = Z_80 * noise.sigma(curve.point)
+    banded = ForecastCurve(
+        start=curve.start,
+        step_s=curve.step_s,
+        point=curve.point,
+        lower=np.maximum(curve.point - band, 0.0),
+        upper=curve.point + band,
+    )
+    return replace(fitted, curve=banded)
 
 
 def _tail(series: PreparedSeries, duration_s: float) -> PreparedSeries:

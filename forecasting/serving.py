@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,13 @@ from forecasting.curve import CurveRangeError, FloatArray, ForecastCurve
 from forecasting.models.base import FittedModel, anchor_factor
 
 SERVING_FORMAT_VERSION = 1
+Z_80 = 1.2815515655446004
+"""The curve's band is the 10th to 90th percentile: +-Z_80 standard deviations of a normal."""
+
+
+@lru_cache(maxsize=64)
+def _normal_quantile(q: float) -> float:
+    return float(NormalDist().inv_cdf(min(max(q, 1e-6), 1 - 1e-6)))
 
 
 class ServingFormatError(ValueError):
@@ -59,9 +68,18 @@ class ServingModel:
             obs_values = obs_values[-n:]
         return anchor_factor(self.curve, obs_start, obs_values)
 
-    def peak(self, now: float, lead_s: float, factor: float = 1.0) -> float:
-        """Forecast peak over [now, now + lead_s], level-corrected by ``factor``."""
-        return self.curve.peak(now, lead_s) * factor
+    def peak(self, now: float, lead_s: float, factor: float = 1.0, quantile: float = 0.5) -> float:
+        """Forecast peak over [now, now + lead_s], level-corrected by ``factor``.
+
+        ``quantile`` > 0.5 serves the peak of that quantile of the forecast demand instead of its median: the
+        band (the 10th to 90th percentile) is read as normal, so 0.9 is the upper band and 0.5 the point.
+        """
+        if quantile <= 0.5:
+            return self.curve.peak(now, lead_s) * factor
+        window = self.curve.window(now, lead_s)
+        k = _normal_quantile(quantile) / Z_80
+        point = self.curve.point[window]
+        return float((point + k * (self.curve.upper[window] - point)).max()) * factor
 
     def covers(self, now: float, lead_s: float) -> bool:
         return self.curve.covers(now, lead_s)

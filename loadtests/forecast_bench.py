@@ -1,6 +1,6 @@
 """Forecasting library benchmark: fit time, lookup time, memory per cached model, accuracy table.
 
-    .venv/bin/python -m loadtests.forecast_bench [--quick] [--only fit,lookup,memory,accuracy]
+    .venv/bin/python -m loadtests.forecast_bench [--only fit,lookup,memory,accuracy] [--refit-hours 6]
 
 Prints figures with the machine they ran on. Accuracy uses rolling origins with 14-day training windows over
 every bundled trace (clean stretches only): each expensive model is refitted every ``--refit-hours`` and
@@ -20,12 +20,14 @@ import resource
 import statistics
 import time
 import timeit
+import tracemalloc
 import warnings
 from typing import Any
 
 import numpy as np
 
 from forecasting.backtest import BacktestResult, BacktestSettings, rolling_origin
+from forecasting.models.memo import SharedFits
 from forecasting.models.prophet_model import ProphetForecaster
 from forecasting.pipeline import FitConfig, choose_model, fit_serving_model, make_forecaster
 from forecasting.series import DAY_S, PreparedSeries
@@ -87,23 +89,26 @@ def bench_lookup() -> dict[str, float]:
     return {"peak_lookup_us": peak_s * 1e6, "anchor_factor_us": anchor_s * 1e6}
 
 
-def bench_memory(copies: int) -> dict[str, float]:
+def bench_memory(copies: int) -> dict[str, Any]:
+    """Bytes held per cached model: Python allocations (tracemalloc) and resident memory, over many copies."""
     series = nasa(27, 300.0)
     model = fit_serving_model(
-        "nasa",
-        series,
-        FitConfig(backtest_eval_s=DAY_S, backtest_refit_every_s=DAY_S),
-        clock=lambda: series.end,
+        "nasa", series, FitConfig(backtest_eval_s=DAY_S, backtest_refit_every_s=DAY_S), clock=lambda: series.end
     )
     doc = json.dumps(model.to_json())
     gc.collect()
-    before = _rss_bytes()
+    before_rss = _rss_bytes()
+    tracemalloc.start()
     held = [ServingModel.from_json({**json.loads(doc), "key": f"k{i}"}) for i in range(copies)]
     gc.collect()
-    after = _rss_bytes()
+    allocated, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    after_rss = _rss_bytes()
     return {
         "models": float(len(held)),
-        "rss_per_model_bytes": (after - before) / copies,
+        "model": model.name,
+        "traced_per_model_bytes": allocated / copies,
+        "rss_per_model_bytes": (after_rss - before_rss) / copies,
         "nbytes_estimate": float(model.nbytes),
         "json_bytes": float(len(doc)),
     }
@@ -125,7 +130,8 @@ def accuracy(trace: str, refit_hours: float, max_eval_days: float, models: tuple
             refit_every_s=refit_hours * 3600,
             origin_every_s=max(600.0, series.step_s),
         )
-        results = rolling_origin(series, [make_forecaster(m, config) for m in models], settings)
+        shared = SharedFits(ProphetForecaster(config.prophet))  # one Prophet fit per origin for all its variants
+        results = rolling_origin(series, [make_forecaster(m, config, prophet=shared) for m in models], settings)
         for m in models:
             rows[m].append(results[m])
     table: dict[str, Any] = {}
@@ -207,10 +213,11 @@ def main() -> None:
             f"{r['anchor_factor_us']:.2f} us"
         )
     if "memory" in parts:
-        r = bench_memory(300)
+        r = bench_memory(2000)
         print(
-            f"memory per cached model (27 d @ 5 min, curve 1 d @ 5 min): {r['rss_per_model_bytes'] / 1024:.1f} KiB "
-            f"RSS (nbytes estimate {r['nbytes_estimate'] / 1024:.1f} KiB, JSON {r['json_bytes'] / 1024:.1f} KiB)"
+            f"memory per cached model ({r['model']}, 27 d @ 5 min history, curve 1 d @ 5 min): "
+            f"{r['traced_per_model_bytes'] / 1024:.1f} KiB allocated, {r['rss_per_model_bytes'] / 1024:.1f} KiB RSS "
+            f"(nbytes estimate {r['nbytes_estimate'] / 1024:.1f} KiB, JSON {r['json_bytes'] / 1024:.1f} KiB)"
         )
     if "accuracy" in parts:
         models = tuple(args.models.split(","))

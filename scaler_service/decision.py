@@ -14,6 +14,12 @@ from enum import StrEnum
 from forecasting.curve import CurveRangeError
 from forecasting.serving import ServingModel
 
+DEFAULT_PREDICT_QUANTILE = 0.9
+"""Which forecast's peak is served by default (trigger key ``predictQuantile``): the 90th percentile of demand,
+so the scaler provisions for the noise the backtest measured around its forecast. In the capacity backtest on
+NASA (10-min pod start-up, 15-min lead) it saved 11.3 % replica-hours against reactive-with-headroom where the
+point forecast (0.5) saved 4.5 %."""
+
 
 class Mode(StrEnum):
     PREDICTIVE = "predictive"
@@ -58,8 +64,12 @@ def predictive_value(
     lead_s: float,
     min_confidence: float,
     live_confidence: float | None = None,
+    quantile: float = DEFAULT_PREDICT_QUANTILE,
 ) -> tuple[float, Reason, str, float | None]:
-    """max(forecast peak over [now, now + lead], observed), or the observed value with the reason why not."""
+    """max(forecast peak over [now, now + lead], observed), or the observed value with the reason why not.
+
+    ``quantile`` picks which forecast's peak: 0.5 the point forecast, 0.9 the 90th percentile of demand.
+    """
     observed = _clean(observed)
     if model is None:
         return observed, Reason.NO_MODEL, "no fitted model yet: serving the observed value", None
@@ -72,7 +82,7 @@ def predictive_value(
             confidence,
         )
     try:
-        peak = model.peak(now, lead_s, factor)
+        peak = model.peak(now, lead_s, factor, quantile)
     except CurveRangeError as exc:
         return (
             observed,
@@ -82,7 +92,8 @@ def predictive_value(
         )
     peak = _clean(peak)
     if peak >= observed:
-        detail = f"forecast peak {peak:.3f} over the next {lead_s:.0f}s ({model.name}, level x{factor:.2f})"
+        which = "forecast peak" if quantile <= 0.5 else f"peak of the {100 * quantile:.0f}th-percentile forecast"
+        detail = f"{which} {peak:.3f} over the next {lead_s:.0f}s ({model.name}, level x{factor:.2f})"
     else:
         detail = f"observed {observed:.3f} is above the forecast peak {peak:.3f}: serving the observed value"
     return max(peak, observed), Reason.FORECAST, detail, confidence
@@ -98,6 +109,7 @@ def decide_served_value(
     lead_s: float,
     min_confidence: float,
     live_confidence: float | None = None,
+    quantile: float = DEFAULT_PREDICT_QUANTILE,
     opted_out: bool = False,
     emergency_value: float | None = None,
 ) -> ServedValue:
@@ -110,6 +122,7 @@ def decide_served_value(
         lead_s=lead_s,
         min_confidence=min_confidence,
         live_confidence=live_confidence,
+        quantile=quantile,
     )
     obs = _clean(observed)
     if opted_out:

@@ -52,10 +52,6 @@ RECENT_SPAN_S = 7200.0
 MAX_RECENT_POINTS = 720
 BREAKER_OPEN_RATIO = 1.2
 """The breaker opens when latency exceeds the SLO by 20 % and closes when it is back under the SLO."""
-LIVE_WINDOW_POINTS = 60
-LIVE_MIN_POINTS = 10
-"""Deprecated (per-point live accuracy): kept only until scaler_service.backtest.strategies uses
-:func:`scaler_service.decision.live_accuracy`, which the engine uses."""
 REFIT_REQUEST_COOLDOWN_S = 900.0
 RECORDS_KEPT = 2880
 RECORDS_HEADER = ("timestamp", "observed", "served", "predictive")
@@ -287,6 +283,7 @@ class SeriesEngine:
             lead_s=spec.predict_horizon_s,
             min_confidence=spec.min_confidence,
             live_confidence=snap.live.confidence,
+            quantile=spec.predict_quantile,
             opted_out=opted_out,
             emergency_value=emergency,
         )

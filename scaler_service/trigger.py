@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import holidays
 import structlog
 
-from scaler_service.decision import Mode
+from scaler_service.decision import DEFAULT_PREDICT_QUANTILE, Mode
 from scaler_service.settings import normalise_address
 
 log = structlog.get_logger(__name__)
@@ -49,6 +49,7 @@ KNOWN_KEYS = frozenset(
         "refitInterval",
         "holidays",
         "minConfidence",
+        "predictQuantile",
         "latencyQuery",
         "latencySLO",
     }
@@ -128,6 +129,7 @@ class TriggerSpec:
     refit_interval_s: float | None = None
     holidays_country: str | None = None
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    predict_quantile: float = DEFAULT_PREDICT_QUANTILE
     latency_query: str | None = None
     latency_slo: float | None = None
 
@@ -336,6 +338,12 @@ class TriggerParser:
         if not 0.0 <= min_conf <= 1.0:
             raise TriggerError("minConfidence", f"must be a number in [0, 1], got {raw!r}")
 
+        raw = get("predictQuantile")
+        form = "a number in [0.5, 0.99] (0.5: the point forecast; 0.9: its 90th percentile)"
+        quantile = DEFAULT_PREDICT_QUANTILE if raw is None else _number("predictQuantile", raw, form=form)
+        if not 0.5 <= quantile <= 0.99:
+            raise TriggerError("predictQuantile", f"must be {form}, got {raw!r}")
+
         latency_query = get("latencyQuery")
         raw_slo = get("latencySLO")
         if (latency_query is None) != (raw_slo is None):
@@ -359,6 +367,7 @@ class TriggerParser:
             refit_interval_s=refit,
             holidays_country=country,
             min_confidence=min_conf,
+            predict_quantile=quantile,
             latency_query=None if latency_query is None else latency_query.strip(),
             latency_slo=slo,
         )

@@ -36,9 +36,11 @@ Z_80 = 1.2815515655446004
 
 @dataclass(frozen=True, slots=True)
 class ProphetSettings:
-    daily_fourier_order: int = 10
-    """Request rates have sharp daily shapes (a lunch dip, an evening peak): 10 harmonics resolve ~1 h features."""
-    weekly_fourier_order: int = 5
+    daily_fourier_order: int = 6
+    """Six harmonics resolve ~2 h features of a day (a lunch dip, an evening peak). Measured on NASA at 30-min
+    lead with anchoring, 6 beat 10 and 20 (MASE 0.832 vs 0.842 vs 0.849) and fit in half the time; sharper
+    shapes overfit the noise of per-minute counts."""
+    weekly_fourier_order: int = 3
     seasonality_mode: Literal["additive", "multiplicative"] = "multiplicative"
     """Traffic swings scale with its level (weekends are smaller *and* flatter): multiplicative fits better."""
     changepoint_prior_scale: float = 0.05

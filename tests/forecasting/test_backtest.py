@@ -96,3 +96,29 @@ def test_one_pass_baseline_backtest_equals_refitting_at_every_origin(name: str) 
     refit = _refit_predictions(forecaster, noisy, origins, leads, 2, QUICK)
     for a, b in zip(direct[:4], refit[:4], strict=True):
         assert np.allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_noise_model_recovers_poisson_like_spread() -> None:
+    from forecasting.backtest import fit_noise
+
+    rng = np.random.default_rng(3)
+    mu = rng.uniform(5, 500, 4000)
+    actual = rng.poisson(mu).astype(np.float64)
+    m = LeadMetrics(mase=1.0, smape=0.1, wape=0.1, coverage=0.8, under_share=0.5, n=len(mu))
+    result = BacktestResult(
+        "x",
+        {600.0: m},
+        0.1,
+        0.1,
+        len(mu),
+        1,
+        0.0,
+        1.0,
+        abs_errors=np.abs(mu - actual)[:, None],
+        predictions=mu[:, None],
+    )
+    noise = fit_noise(result)
+    assert noise is not None
+    # Poisson: sigma = sqrt(mu), i.e. c = 1, p = 0.5.
+    assert noise.p == pytest.approx(0.5, abs=0.05)
+    assert noise.c == pytest.approx(1.0, rel=0.15)

@@ -70,3 +70,17 @@ def test_on_nasa_the_chosen_model_beats_persistence() -> None:
     history = load_trace("nasa-http-1995", start=start, end=start + 17 * DAY_S - 60)
     model = fit_serving_model("nasa", history, QUICK, clock=lambda: history.end)
     assert model.candidates[model.name] <= model.candidates["persistence"]
+
+
+def test_served_band_is_the_measured_noise_and_quantile_peaks_read_it() -> None:
+    series = load_trace("nyc-taxi")
+    history = series.until(series.start + 20 * DAY_S)
+    model = fit_serving_model("taxi", history, QUICK, clock=lambda: history.end)
+    assert {"noise_c", "noise_p"} <= set(model.accuracy)
+    now = history.end
+    point = model.peak(now, 3600.0)
+    upper = model.peak(now, 3600.0, quantile=0.9)
+    higher = model.peak(now, 3600.0, quantile=0.97)
+    assert point < upper < higher
+    # 0.9 is exactly the top of the 10th-90th percentile band.
+    assert upper == pytest.approx(model.curve.peak_upper(now, 3600.0))

@@ -102,11 +102,13 @@ def scripted_model(
     confidence: float = 0.95,
     name: str = "constant",
 ) -> ServingModel:
-    """A model whose curve is ``past`` (its in-sample fit) up to ``trained_until`` and ``level`` for 30 h after."""
+    """A model whose curve is ``past`` (its in-sample fit) up to ``trained_until`` and ``level`` for 30 h after.
+
+    Its band is empty (a noiseless forecast), so every ``predictQuantile`` serves ``level``."""
     start = math.floor((trained_until - 7200) / step_s) * step_s
     ts = start + step_s * np.arange(int((7200 + 30 * 3600) / step_s), dtype=np.float64)
     point = np.where(ts <= trained_until, level if past is None else past, level).astype(np.float64)
-    curve = ForecastCurve(start=start, step_s=step_s, point=point, lower=point * 0.9, upper=point * 1.1)
+    curve = ForecastCurve(start=start, step_s=step_s, point=point, lower=point.copy(), upper=point.copy())
     return ServingModel(
         key=key,
         model=FittedModel(name=name, trained_until=trained_until, curve=curve),

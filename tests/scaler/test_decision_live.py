@@ -52,3 +52,21 @@ def test_window_steps() -> None:
     assert window_steps(600, 60) == 10
     assert window_steps(600, 1800) == 1
     assert window_steps(1, 1) == 1
+
+
+def test_predict_quantile_serves_the_peak_of_the_upper_band() -> None:
+    import numpy as np
+
+    from forecasting.curve import ForecastCurve
+    from forecasting.models.base import FittedModel
+    from forecasting.serving import ServingModel
+    from scaler_service.decision import predictive_value
+
+    point = np.array([10.0, 20.0, 30.0, 20.0])
+    curve = ForecastCurve(start=0.0, step_s=60.0, point=point, lower=point - 5, upper=point + 5)
+    model = ServingModel("k", FittedModel("m", 60.0, curve), confidence=0.9, fitted_at=0.0)
+    common = {"now": 60.0, "observed": 12.0, "model": model, "factor": 1.0, "lead_s": 120.0, "min_confidence": 0.8}
+    assert predictive_value(**common, quantile=0.5)[0] == 30.0  # type: ignore[arg-type]
+    assert predictive_value(**common, quantile=0.9)[0] == 35.0  # type: ignore[arg-type]
+    # Never below the observed value, whatever the quantile.
+    assert predictive_value(**{**common, "observed": 50.0}, quantile=0.9)[0] == 50.0  # type: ignore[arg-type]

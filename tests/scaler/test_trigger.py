@@ -34,6 +34,7 @@ def test_defaults() -> None:
     assert spec.query_step_s == 60.0
     assert spec.mode is Mode.PREDICTIVE
     assert spec.min_confidence == 0.8
+    assert spec.predict_quantile == 0.9
     assert spec.refit_interval_s is None
     assert spec.holidays_country is None
     assert spec.latency_query is None and spec.latency_slo is None
@@ -54,6 +55,7 @@ def test_every_key() -> None:
             "refitInterval": "6h",
             "holidays": "us",
             "minConfidence": "0.5",
+            "predictQuantile": "0.5",
             "latencyQuery": "histogram_quantile(0.99, x)",
             "latencySLO": "0.25",
             "enableTLS": "true",
@@ -69,6 +71,7 @@ def test_every_key() -> None:
     assert spec.refit_interval_s == 6 * 3600.0
     assert spec.holidays_country == "US"
     assert spec.min_confidence == 0.5
+    assert spec.predict_quantile == 0.5
     assert spec.latency_query == "histogram_quantile(0.99, x)"
     assert spec.latency_slo == 0.25
     assert spec.target_size == 2  # round(2.5) is 2 (banker's), never 0
@@ -131,6 +134,8 @@ BASE = {"query": "q", "threshold": "10"}
         ({"holidays": "XX"}, "holidays", "country code"),
         ({"minConfidence": "1.5"}, "minConfidence", r"in \[0, 1\]"),
         ({"minConfidence": "high"}, "minConfidence", r"in \[0, 1\]"),
+        ({"predictQuantile": "0.3"}, "predictQuantile", r"in \[0\.5, 0\.99\]"),
+        ({"predictQuantile": "p90"}, "predictQuantile", r"in \[0\.5, 0\.99\]"),
         ({"latencyQuery": "lat"}, "latencySLO", "give both or neither"),
         ({"latencySLO": "0.2"}, "latencyQuery", "give both or neither"),
         ({"latencyQuery": "lat", "latencySLO": "0"}, "latencySLO", "must be a number > 0"),
