@@ -78,7 +78,7 @@ def build_fleet(out_dir: Path, n_vms: int, seed: int = 7) -> tuple[Path, Path, P
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vms", type=int, default=1000)
-    parser.add_argument("--forecast", default="seasonal-profile", choices=("library", "seasonal-profile", "none"))
+    parser.add_argument("--forecast", default="library", choices=("library", "seasonal-profile", "none"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
