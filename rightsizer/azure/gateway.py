@@ -362,24 +362,28 @@ class ComputeGateway:
 
     def _list_plain_vms(self, subscription_id: str, resource_groups: Sequence[str] | None) -> list[VmInfo]:
         client = self.client(subscription_id)
-        raw: list[Any] = []
-        if resource_groups:
-            for group in resource_groups:
-                raw.extend(
-                    self._call(
-                        "virtual_machines.list",
-                        partial(_list_in_group, client.virtual_machines, group),
-                        resource_group=group,
-                    )
-                )
-        else:
-            raw.extend(
-                self._call(
-                    "virtual_machines.list_all",
-                    lambda: list(client.virtual_machines.list_all(expand="instanceView")),
-                )
-            )
+        raw = self._list_by_group(
+            "virtual_machines",
+            resource_groups,
+            partial(_list_in_group, client.virtual_machines),
+            lambda: list(client.virtual_machines.list_all(expand="instanceView")),
+        )
         return [vm_info_from_sdk(vm) for vm in raw]
+
+    def _list_by_group(
+        self,
+        collection: str,
+        resource_groups: Sequence[str] | None,
+        in_group: Callable[[str], list[Any]],
+        in_subscription: Callable[[], list[Any]],
+    ) -> list[Any]:
+        """``collection`` listed per resource group, or across the subscription when no group is given."""
+        if not resource_groups:
+            return self._call(f"{collection}.list_all", in_subscription)
+        raw: list[Any] = []
+        for group in resource_groups:
+            raw.extend(self._call(f"{collection}.list", partial(in_group, group), resource_group=group))
+        return raw
 
     def _uniform_instances(self, scale_set: ScaleSetInfo) -> list[VmInfo]:
         client = self.client(scale_set.subscription_id)
@@ -529,23 +533,12 @@ class ComputeGateway:
 
     def list_scale_sets(self, subscription_id: str, resource_groups: Sequence[str] | None = None) -> list[ScaleSetInfo]:
         client = self.client(subscription_id)
-        raw: list[Any] = []
-        if resource_groups:
-            for group in resource_groups:
-                raw.extend(
-                    self._call(
-                        "virtual_machine_scale_sets.list",
-                        partial(_list_scale_sets_in_group, client.virtual_machine_scale_sets, group),
-                        resource_group=group,
-                    )
-                )
-        else:
-            raw.extend(
-                self._call(
-                    "virtual_machine_scale_sets.list_all",
-                    lambda: list(client.virtual_machine_scale_sets.list_all()),
-                )
-            )
+        raw = self._list_by_group(
+            "virtual_machine_scale_sets",
+            resource_groups,
+            partial(_list_scale_sets_in_group, client.virtual_machine_scale_sets),
+            lambda: list(client.virtual_machine_scale_sets.list_all()),
+        )
         return [_scale_set_info(s) for s in raw]
 
     def get_scale_set(self, ref: ScaleSetRef) -> ScaleSetInfo:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from prometheus_client import CollectorRegistry
 
 from rightsizer import audit as kinds
@@ -25,21 +24,6 @@ from rightsizer.azure import ComputeGateway, RetrySettings, VmRef
 from rightsizer.domain import Action, ApprovalTier, Decision, Recommendation, VmInfo
 from rightsizer.settings import Settings
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, ManualClock, client_kwargs
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    with FakeArm() as arm:
-        yield arm
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 SUB = "00000000-0000-0000-0000-000000000001"
 NOW = dt.datetime(2026, 11, 28, 2, 30, tzinfo=dt.UTC)  # a Saturday

@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import structlog
 
 from rightsizer.act.cli import cmd_approve, register
 from rightsizer.act.settings import CHANGE_TAG, RECOMMENDATION_TAG
@@ -28,13 +26,6 @@ from tests.support.prometheus import (  # noqa: F401  (fixtures, used by name)
 )
 
 pytestmark = pytest.mark.prometheus
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def recommend_args(config: Path) -> argparse.Namespace:

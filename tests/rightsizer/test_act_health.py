@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import structlog
 from prometheus_client import CollectorRegistry
 
 from rightsizer.act.alerts import Alerter
@@ -29,20 +27,6 @@ from tests.support.prometheus import (  # noqa: F401  (fixtures, used by name)
 )
 
 pytestmark = pytest.mark.prometheus
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    with FakeArm() as arm:
-        yield arm
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 SUB = "00000000-0000-0000-0000-000000000001"

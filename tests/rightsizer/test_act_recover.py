@@ -12,11 +12,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from rightsizer import audit as kinds
 from rightsizer.act.apply import Outcome, apply_recommendations
@@ -28,21 +26,6 @@ from rightsizer.azure import ComputeGateway, VmRef
 from rightsizer.domain import Action, Decision, Recommendation
 from rightsizer.settings import Settings
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, ManualClock, client_kwargs
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    with FakeArm() as arm:
-        yield arm
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 SUB = "00000000-0000-0000-0000-000000000001"
 REPO = Path(__file__).resolve().parents[2]

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from rightsizer.act.settings import ActSettings, ActSettingsError, HealthSignal, MaintenanceWindow
 from rightsizer.settings import SettingsError, load_settings
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def test_act_section_of_the_config_file(tmp_path: Path) -> None:

@@ -6,11 +6,9 @@ import argparse
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from rightsizer.act.cli import cmd_approve, cmd_recover, cmd_spot, register
 from rightsizer.act.settings import CHANGE_TAG, RECOMMENDATION_TAG
@@ -22,21 +20,6 @@ from rightsizer.decide.approvals import approval_status
 from rightsizer.domain import APPROVAL_TAG, PREVIOUS_SIZE_TAG, ApprovalTier
 from rightsizer.settings import Settings
 from tests.fakes.arm import FakeArm, FakeCredential, client_kwargs
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    with FakeArm() as arm:
-        yield arm
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 SUB = "00000000-0000-0000-0000-000000000001"
 NOW = "2026-11-28T02:30:00Z"

@@ -6,23 +6,12 @@ import datetime as dt
 import itertools
 import json
 import multiprocessing
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from rightsizer import audit as kinds
 from rightsizer.audit import GENESIS_HASH, AuditLog, AuditLogError, monthly_report, monthly_summary, record_hash
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 T0 = dt.datetime(2026, 11, 3, 2, 0, tzinfo=dt.UTC)
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import structlog
 
 from rightsizer.azure import (
     CapacityError,
@@ -19,21 +16,6 @@ from rightsizer.azure import (
 )
 from rightsizer.domain import PowerState, Priority
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, client_kwargs
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    with FakeArm() as arm:
-        yield arm
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 SUB = "00000000-0000-0000-0000-000000000001"
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from rightsizer import audit as kinds
 from rightsizer.act.settings import SPOT_STATE_TAG, SpotSettings
@@ -24,21 +22,6 @@ from rightsizer.spot import (
     spot_move_recommendation,
 )
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, client_kwargs
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    with FakeArm() as arm:
-        yield arm
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 SUB = "00000000-0000-0000-0000-000000000001"
 T0 = dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.UTC)

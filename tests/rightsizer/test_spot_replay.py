@@ -11,26 +11,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-import structlog
 
 from rightsizer.act.settings import SpotSettings
 from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, ScaleSetRef, VmRef
 from rightsizer.spot import run_spot_pass
 from tests.fakes.arm import FakeArm, FakeCredential, client_kwargs
-
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    # Another test may have run a CLI main() that pointed structlog at a since-closed capture stream.
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
 
 SUB = "00000000-0000-0000-0000-000000000001"
 TRACE = Path(__file__).parent / "data" / "spot_preemptions_aws2_us-west-2c_24h.csv"
