@@ -182,7 +182,7 @@ def test_grpcurl_lists_describes_and_calls(start_scaler: StartScaler, source: Sc
 
 def test_in_flight_call_finishes_on_shutdown(start_scaler: StartScaler, source: ScriptedSource) -> None:
     source.set_live("q", 6.0)
-    source.delay_s = 1.0  # the brand-new series' first fetch is slow: the call waits for it
+    source.delay_s = 0.5  # the brand-new series' first fetch is slow (within the 2 s first-fetch cap): the call waits
     server = start_scaler(source)
     client = client_for(server)
     results: list[float | grpc.StatusCode] = []
