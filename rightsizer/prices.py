@@ -2,7 +2,7 @@
 
 The API (https://prices.azure.com/api/retail/prices) returns many rows that are not "the pay-as-you-go price
 of this VM size". Every rule below exists because real records carry that trap (see docs/rightsizer.md and
-/work/shared/docs/azure-rightsizing-facts.md):
+rightsizer/catalogue/DATA.md):
 
 - ``type`` other than ``Consumption`` (``Reservation`` rows carry the whole term's price although
   ``unitOfMeasure`` says "1 Hour"; ``DevTestConsumption`` is a discounted offer): dropped.

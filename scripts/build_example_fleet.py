@@ -1,12 +1,15 @@
-"""Regenerate rightsizer/examples/ (inventory JSON + metrics CSV.gz) from the Bitbrains trace in ../shared.
+"""Regenerate rightsizer/examples/ (inventory JSON + metrics CSV.gz) from the Bitbrains GWA-T-12 "Rnd" extract
+(see rightsizer/examples/DATA.md for where it comes from).
 
-Usage: .venv/bin/python scripts/build_example_fleet.py [--shared ../shared/data]
+Usage: .venv/bin/python scripts/build_example_fleet.py --source-dir DIR
+(DIR holds bitbrains_rnd_vms_meta.csv and bitbrains_rnd_vm_usage_5min.csv.gz)
 
 Each Bitbrains VM is mapped to the cheapest westeurope Linux size among the Dsv5, Dlsv5, Esv5 and Fsv2
 series with at least its cores and memory (the closest Azure size that can hold what it was provisioned).
 Utilisation is re-expressed as a percentage of that size: CPU% = cpu_usage_pct x cores / vCPUs, memory% =
 mem_usage_kb / size memory. ``mem_usage_kb == 0`` is treated as "not measured" (empty memory_percent).
-Tags are assigned deterministically (seeded) to show every gate. Only this script reads ../shared.
+Tags are assigned deterministically (seeded) to show every gate. Only this script reads the source extract;
+the product reads the files it writes.
 """
 
 from __future__ import annotations
@@ -45,12 +48,12 @@ def pick_size(cores: int, mem_gib: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--source-dir", type=Path, required=True, help="folder with the Bitbrains extract")
     args = parser.parse_args()
     catalogue = load_catalogue()
     rng = random.Random(SEED)
 
-    meta = list(csv.DictReader((args.shared / "bitbrains_rnd_vms_meta.csv").open()))
+    meta = list(csv.DictReader((args.source_dir / "bitbrains_rnd_vms_meta.csv").open()))
     vms: list[dict[str, str]] = []
     spec_of: dict[str, tuple[int, float, int, float]] = {}
     for i, m in enumerate(meta):
@@ -121,7 +124,7 @@ def main() -> None:
     # Metrics, re-expressed on the chosen size.
     by_vm = {v["bitbrains"]: v["name"] for v in vms}
     rows: dict[str, list[tuple[int, float, float | None]]] = defaultdict(list)
-    with gzip.open(args.shared / "bitbrains_rnd_vm_usage_5min.csv.gz", "rt") as fh:
+    with gzip.open(args.source_dir / "bitbrains_rnd_vm_usage_5min.csv.gz", "rt") as fh:
         for r in csv.DictReader(fh):
             cores, _, vcpus, mem_gib = spec_of[r["vm_id"]]
             cpu = float(r["cpu_usage_pct"]) * cores / vcpus
