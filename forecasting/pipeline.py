@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -155,7 +155,7 @@ def fit_serving_model(
         and clock() - previous.accuracy["selected_at"] < config.reselect_every_s
         and previous.name in config.candidates
     )
-    training = _tail(history, config.training_window_s)
+    training = history.tail(config.training_window_s)
     accuracy: dict[str, float]
     candidates: dict[str, float]
     if reuse and previous is not None:
@@ -219,19 +219,3 @@ def with_noise_band(fitted: FittedModel, noise: NoiseModel) -> FittedModel:
         upper=curve.point + band,
     )
     return replace(fitted, curve=banded)
-
-
-def _tail(series: PreparedSeries, duration_s: float) -> PreparedSeries:
-    n = int(round(duration_s / series.step_s))
-    if n >= len(series.values):
-        return series
-    return PreparedSeries(
-        start=series.start + (len(series.values) - n) * series.step_s,
-        step_s=series.step_s,
-        values=series.values[-n:],
-        quality=series.quality,
-    )
-
-
-def candidate_names(config: FitConfig) -> Sequence[str]:
-    return config.candidates

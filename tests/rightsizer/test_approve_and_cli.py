@@ -89,36 +89,15 @@ def test_approve_refuses_a_target_that_is_not_the_pending_recommendation(fake_ar
     fake_arm.add_vm("rg1", "bare", "Standard_D8s_v5")
     compute = ComputeGateway(FakeCredential(), **client_kwargs(fake_arm))
     cfg = str(config(tmp_path))
-    wrong = parse(
-        [
-            "approve",
-            VmRef(SUB, "rg1", "vm").arm_id,
-            "--target",
-            "Standard_D4s_v5",
-            "--by",
-            "Dana",
-            "--tier",
-            "executive",
-            "--config",
-            cfg,
-        ]
-    )
+
+    def approve(vm: str) -> argparse.Namespace:
+        target = ["--target", "Standard_D4s_v5", "--by", "Dana", "--tier", "executive"]
+        return parse(["approve", VmRef(SUB, "rg1", vm).arm_id, *target, "--config", cfg])
+
+    wrong = approve("vm")
     with pytest.raises(ValueError, match="pending recommendation is Standard_D2s_v5"):
         cmd_approve(wrong, compute=compute)
-    none = parse(
-        [
-            "approve",
-            VmRef(SUB, "rg1", "bare").arm_id,
-            "--target",
-            "Standard_D4s_v5",
-            "--by",
-            "Dana",
-            "--tier",
-            "executive",
-            "--config",
-            cfg,
-        ]
-    )
+    none = approve("bare")
     with pytest.raises(ValueError, match="no pending recommendation"):
         cmd_approve(none, compute=compute)
     assert APPROVAL_TAG not in fake_arm.vm("rg1", "vm").tags
