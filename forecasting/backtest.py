@@ -13,14 +13,21 @@ Metrics, per lead h, over all forecast origins:
 - coverage: share of actuals inside the model's 80% band;
 - under-forecast share: share of points with ŷ < y.
 
-Confidence (what the scaler and the rightsizer gate on) is the share of forecast origins whose forecast of the
-*mean over the serving window* (``peak_window_s``, default 10 min, the scaler's default horizon) lands
-within ±20% of what then happened:
+Confidence (what the scaler and the rightsizer gate on) judges the forecast of the *mean over the serving
+window* (``peak_window_s``, default 10 min, the scaler's default horizon) made at every forecast origin,
+against the mean that then happened:
 
-    confidence = 1 - (origins with |mean(ŷ) - mean(y)| > 0.2 * mean(y)) / (all origins)
+    confidence = 1 - sum |mean(ŷ) - mean(y)| / sum |mean(y)|          (1 - WAPE of the window means)
 
-It reads as "how often the forecast of the next window was good enough to scale on", and the scaler tracks
-the same quantity live (misses over 20%) as data arrive.
+The over-forecast part of that error is kept too:
+
+    overshoot = sum max(0, mean(ŷ) - mean(y)) / sum |mean(y)|
+    over-forecast confidence = 1 - overshoot
+
+The scaler serves max(forecast, observed), so a forecast that runs low changes nothing it serves; it gates
+on the over-forecast confidence. The rightsizer gates on the full confidence. The scaler tracks both live, on
+the same 10-minute window means, as data arrive. The share of windows more than 20 % off is reported as the
+miss rate.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from forecasting.models.base import ANCHOR_FACTOR_BOUNDS as ANCHOR_BOUNDS
 from forecasting.models.base import Forecaster, ModelError
 from forecasting.models.baselines import Z_80, PersistenceForecaster, SeasonalNaiveForecaster
 from forecasting.series import DAY_S, PreparedSeries
+from forecasting.serving import OVERSHOOT_KEY
 
 IntArray = npt.NDArray[np.int64]
 MISS_TOLERANCE = 0.2
@@ -74,6 +82,8 @@ class BacktestResult:
     by_lead: dict[float, LeadMetrics]
     window_miss_rate: float
     window_wape: float
+    window_overshoot: float
+    """Over-forecast part of ``window_wape``: sum max(0, ŷ - y) / sum |y| over the window means."""
     origins: int
     fits: int
     eval_start: float
@@ -89,11 +99,19 @@ class BacktestResult:
     def confidence(self) -> float:
         return max(0.0, min(1.0, 1.0 - self.window_wape))
 
+    @property
+    def over_forecast_confidence(self) -> float:
+        return max(0.0, min(1.0, 1.0 - self.window_overshoot))
+
     def mase(self, lead_s: float) -> float:
         return self.by_lead[lead_s].mase
 
     def as_accuracy(self) -> dict[str, float]:
-        out: dict[str, float] = {"confidence": self.confidence, "origins": float(self.origins)}
+        out: dict[str, float] = {
+            "confidence": self.confidence,
+            OVERSHOOT_KEY: self.window_overshoot,
+            "origins": float(self.origins),
+        }
         for lead, m in self.by_lead.items():
             tag = f"{int(lead // 60)}m"
             out[f"mase_{tag}"] = m.mase
@@ -350,11 +368,14 @@ def _score(
     miss_rate = float(misses.mean()) if len(misses) else 1.0
     total = float(np.abs(actual_mean).sum())
     window_wape = float(win_err.sum() / total) if total > 0 else 1.0
+    over = np.maximum(win_pred[okw] - actual_mean, 0.0)
+    window_overshoot = float(over.sum() / total) if total > 0 else 1.0
     return BacktestResult(
         model=name,
         by_lead=by_lead,
         window_miss_rate=miss_rate,
         window_wape=window_wape,
+        window_overshoot=window_overshoot,
         origins=int(okw.sum()),
         fits=fits,
         eval_start=eval_start,

@@ -28,6 +28,10 @@ def _normal_quantile(q: float) -> float:
     return float(NormalDist().inv_cdf(min(max(q, 1e-6), 1 - 1e-6)))
 
 
+OVERSHOOT_KEY = "overshoot"
+"""Key of ``ServingModel.accuracy`` holding the backtest's over-forecast error (see ``forecasting.backtest``)."""
+
+
 class ServingFormatError(ValueError):
     """A persisted model is not in a format this version can read."""
 
@@ -49,6 +53,15 @@ class ServingModel:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def over_forecast_confidence(self) -> float:
+        """1 - the backtest's over-forecast error (what a max(forecast, observed) consumer gates on). Models
+        whose backtest did not record it (older files, no backtest) fall back to ``confidence``, never higher."""
+        overshoot = self.accuracy.get(OVERSHOOT_KEY)
+        if overshoot is None or not math.isfinite(overshoot):
+            return self.confidence
+        return max(self.confidence, min(1.0, 1.0 - overshoot))
 
     @property
     def curve(self) -> ForecastCurve:

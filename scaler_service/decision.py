@@ -69,16 +69,22 @@ def predictive_value(
     """max(forecast peak over [now, now + lead], observed), or the observed value with the reason why not.
 
     ``quantile`` picks which forecast's peak: 0.5 the point forecast, 0.9 the 90th percentile of demand.
+    ``live_confidence`` is the live gate's score (:attr:`LiveAccuracy.gate_confidence`), None before there is one.
     """
     observed = _clean(observed)
     if model is None:
         return observed, Reason.NO_MODEL, "no fitted model yet: serving the observed value", None
-    confidence = model.confidence if live_confidence is None else min(model.confidence, live_confidence)
+    # Only an over-forecast can make max(forecast, observed) differ from the observed value, so the gate judges
+    # the forecast on over-forecasts (backtest and live); see forecasting.backtest for the formula.
+    backtest = model.over_forecast_confidence
+    confidence = backtest if live_confidence is None else min(backtest, live_confidence)
     if confidence < min_confidence:
+        which = "backtest" if live_confidence is None or backtest <= live_confidence else "live"
         return (
             observed,
             Reason.LOW_CONFIDENCE,
-            f"confidence {confidence:.2f} < minConfidence {min_confidence:.2f}: serving the observed value",
+            f"{which} over-forecast confidence {confidence:.2f} < minConfidence {min_confidence:.2f}: "
+            "serving the observed value",
             confidence,
         )
     try:
@@ -170,7 +176,17 @@ class LiveAccuracy:
     misses_over_20: int = 0
     """Windows whose mean forecast was more than 20 % away from the mean actual."""
     confidence: float | None = None
-    """1 - wmape once LIVE_MIN_WINDOWS windows were compared, else None: the backtest's confidence, live."""
+    """1 - wmape once LIVE_MIN_WINDOWS windows were compared, else None: the live accuracy. Below
+    ``minConfidence`` the engine asks for a refit."""
+    overshoot: float | None = None
+    """The over-forecast part of wmape: sum max(0, mean forecast - mean actual) / sum |mean actual|."""
+    gate_confidence: float | None = None
+    """1 - overshoot once LIVE_MIN_WINDOWS windows were compared, else None: what the serving gate uses.
+
+    The served value is max(forecast peak, observed), so a forecast that runs low is served as the observed
+    value, exactly as a reactive scaler would serve; gating it changes nothing. The gate can only change what
+    is served when the forecast runs high, so it judges the forecast on over-forecasts alone (the cost of
+    trusting it). Under-forecasts still lower ``confidence`` and trigger a refit."""
 
 
 def window_steps(window_s: float, step_s: float) -> int:
@@ -197,7 +213,7 @@ def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window:
     keys = keys[-LIVE_WINDOWS:]
     if not keys:
         return LiveAccuracy()
-    abs_err = total = 0.0
+    abs_err = over_err = total = 0.0
     misses = 0
     for k in keys:
         pairs = windows[k]
@@ -205,8 +221,21 @@ def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window:
         actual = sum(a for _, a in pairs) / len(pairs)
         err = abs(forecast - actual)
         abs_err += err
+        over_err += max(0.0, forecast - actual)
         total += abs(actual)
         misses += err > MISS_RATIO * abs(actual)
-    wmape = abs_err / total if total > 0 else (0.0 if abs_err == 0 else 1.0)
-    confidence = max(0.0, 1.0 - wmape) if len(keys) >= LIVE_MIN_WINDOWS else None
-    return LiveAccuracy(compared=len(keys), wmape=wmape, misses_over_20=misses, confidence=confidence)
+    wmape = _error_ratio(abs_err, total)
+    overshoot = _error_ratio(over_err, total)
+    enough = len(keys) >= LIVE_MIN_WINDOWS
+    return LiveAccuracy(
+        compared=len(keys),
+        wmape=wmape,
+        misses_over_20=misses,
+        confidence=max(0.0, 1.0 - wmape) if enough else None,
+        overshoot=overshoot,
+        gate_confidence=max(0.0, 1.0 - overshoot) if enough else None,
+    )
+
+
+def _error_ratio(error: float, total: float) -> float:
+    return error / total if total > 0 else (0.0 if error == 0 else 1.0)

@@ -282,7 +282,7 @@ class SeriesEngine:
             factor=snap.factor,
             lead_s=spec.predict_horizon_s,
             min_confidence=spec.min_confidence,
-            live_confidence=snap.live.confidence,
+            live_confidence=snap.live.gate_confidence,
             quantile=spec.predict_quantile,
             opted_out=opted_out,
             emergency_value=emergency,
@@ -601,10 +601,13 @@ class SeriesEngine:
         if live < wanted and now - series.last_refit_request > REFIT_REQUEST_COOLDOWN_S:
             series.last_refit_request = now
             started = self._cache.request_refit(series.id)
+            gate = snap.live.gate_confidence
             log.warning(
-                "live accuracy below minConfidence: serving reactively and refitting",
+                "live accuracy below minConfidence: refitting"
+                + ("; serving reactively (the forecast runs high)" if gate is not None and gate < wanted else ""),
                 series=series.id,
                 live_confidence=round(live, 3),
+                live_overshoot=None if snap.live.overshoot is None else round(snap.live.overshoot, 3),
                 min_confidence=wanted,
                 refit_started=started,
             )

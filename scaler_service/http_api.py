@@ -99,6 +99,8 @@ def _one(engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float)
     doc["live"] = {
         "compared": snap.live.compared,
         "wmape": _num(snap.live.wmape),
+        "overshoot": _num(snap.live.overshoot),
+        "gate_confidence": _num(snap.live.gate_confidence),
         "misses_over_20pct": snap.live.misses_over_20,
         "confidence": _num(snap.live.confidence),
     }
@@ -117,6 +119,7 @@ def _one(engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float)
         doc["model"] = {
             "name": m.name,
             "confidence": _num(m.confidence),
+            "over_forecast_confidence": _num(m.over_forecast_confidence),
             "fitted_at": m.fitted_at,
             "age_s": round(now - m.fitted_at, 1),
             "trained_until": m.trained_until,

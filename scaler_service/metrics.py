@@ -77,7 +77,12 @@ class EngineCollector(Collector):
             "foresight_series_model_age_seconds", "Seconds since the model was fitted", labels=[*s, "model"]
         )
         confidence = GaugeMetricFamily(
-            "foresight_series_model_confidence", "Backtest confidence of the model", labels=s
+            "foresight_series_model_confidence", "Backtest confidence of the model (1 - WAPE of window means)", labels=s
+        )
+        over_conf = GaugeMetricFamily(
+            "foresight_series_model_over_forecast_confidence",
+            "1 - the backtest's over-forecast error (what the serving gate judges)",
+            labels=s,
         )
         live_conf = GaugeMetricFamily(
             "foresight_series_live_confidence", "1 - live forecast error (WAPE of window means)", labels=s
@@ -85,6 +90,11 @@ class EngineCollector(Collector):
         error = GaugeMetricFamily(
             "foresight_series_forecast_error",
             "Live forecast error: WAPE of 10-min window means, last 12 windows",
+            labels=s,
+        )
+        overshoot = GaugeMetricFamily(
+            "foresight_series_forecast_overshoot",
+            "Over-forecast part of the live error (what the serving gate judges): sum max(0, f - a) / sum a",
             labels=s,
         )
         misses = GaugeMetricFamily(
@@ -106,12 +116,15 @@ class EngineCollector(Collector):
             if snap.model is not None:
                 model_age.add_metric([sid, snap.model.name], now - snap.model.fitted_at)
                 confidence.add_metric([sid], snap.model.confidence)
+                over_conf.add_metric([sid], snap.model.over_forecast_confidence)
                 with contextlib.suppress(LookupError):
                     forecast.add_metric([sid], _f(snap.model.curve.value_at(now) * snap.factor))
             if snap.live.confidence is not None:
                 live_conf.add_metric([sid], snap.live.confidence)
             if snap.live.wmape is not None:
                 error.add_metric([sid], snap.live.wmape)
+            if snap.live.overshoot is not None:
+                overshoot.add_metric([sid], snap.live.overshoot)
             misses.add_metric([sid], float(snap.live.misses_over_20))
             for (query, _slo), state in snap.breakers.items():
                 breaker.add_metric([sid, query], 1.0 if state.open else 0.0)
@@ -146,7 +159,9 @@ class EngineCollector(Collector):
             forecast,
             model_age,
             confidence,
+            over_conf,
             live_conf,
+            overshoot,
             error,
             misses,
             fetch_ok,

@@ -4,8 +4,9 @@
 - predictive: exactly what the scaler serves in predictive mode, from
   :func:`scaler_service.decision.predictive_value` with a :class:`~forecasting.serving.ServingModel` refitted
   every ``refit_interval_s`` on the history available at that moment (``PreparedSeries.until``), the level
-  factor from the observations before ``now`` (``ServingModel.anchor_factor``) and the service's live accuracy
-  gate (the forecast against each new observation over the last 60 points, as ``scaler_service.engine`` does).
+  factor from the observations before ``now`` (``ServingModel.anchor_factor``) and the service's live gate
+  (the forecast against each new observation over the last 12 ten-minute windows, judged on over-forecasts as
+  ``scaler_service.engine`` does: ``decision.LiveAccuracy.gate_confidence``).
 - recorded: the ``predictive`` column of observe-mode records.
 - reactive with headroom: the reactive metric with the HPA target lowered by bisection until its
   under-provisioned minutes equal a goal (the predictive strategy's).
@@ -114,7 +115,7 @@ class PredictiveRun:
     """The metric at each poll."""
     reasons: dict[str, int]
     """How many polls were served for each :class:`~scaler_service.decision.Reason` (plus ``live-accuracy``
-    for polls where the live error, not the model's own confidence, forced the observed value)."""
+    for polls where the live over-forecast error, not the model's own confidence, forced the observed value)."""
     fits: tuple[FitRecord, ...] = ()
     fit_seconds: float = 0.0
 
@@ -213,7 +214,8 @@ def predictive_metric(
                     del compared[b]
             factor = anchor(bucket)
             last_bucket = bucket
-        live_conf = live_accuracy(compared, live_steps).confidence if settings.live_confidence else None
+        live = live_accuracy(compared, live_steps) if settings.live_confidence else None
+        live_conf = live.gate_confidence if live is not None else None
         value, reason, _detail, _conf = predictive_value(
             now=now,
             observed=float(observed[i]),
@@ -232,9 +234,15 @@ def predictive_metric(
             and model.confidence >= settings.min_confidence
         ):
             key = "live-accuracy"
-            if settings.refit_on_low_live_confidence and now - last_refit_request > REFIT_REQUEST_COOLDOWN_S:
-                last_refit_request = now
-                next_refit = now + 1e-6
+        if (
+            settings.refit_on_low_live_confidence
+            and live is not None
+            and live.confidence is not None
+            and live.confidence < settings.min_confidence
+            and now - last_refit_request > REFIT_REQUEST_COOLDOWN_S
+        ):
+            last_refit_request = now
+            next_refit = now + 1e-6
         reasons[key] += 1
         out[i] = value
     return PredictiveRun(values=out, reasons=dict(reasons), fits=tuple(fits), fit_seconds=fit_seconds)

@@ -61,7 +61,7 @@ def test_too_short_history_says_how_much_is_missing() -> None:
 
 def _result(name: str, mase: float) -> BacktestResult:
     m = LeadMetrics(mase=mase, smape=0.1, wape=0.1, coverage=0.8, under_share=0.5, n=10)
-    return BacktestResult(name, {1800.0: m}, 0.1, 0.1, 10, 1, 0.0, 1.0)
+    return BacktestResult(name, {1800.0: m}, 0.1, 0.1, 0.04, 10, 1, 0.0, 1.0)
 
 
 def test_model_choice_prefers_prophet_unless_a_baseline_is_clearly_better() -> None:
@@ -75,8 +75,10 @@ def test_model_choice_prefers_prophet_unless_a_baseline_is_clearly_better() -> N
 
 def test_confidence_is_one_minus_window_wape_and_bounded() -> None:
     assert _result("x", 1.0).confidence == pytest.approx(0.9)
-    bad = BacktestResult("x", {}, 1.0, 3.0, 1, 1, 0.0, 1.0)
+    bad = BacktestResult("x", {}, 1.0, 3.0, 2.5, 1, 1, 0.0, 1.0)
     assert bad.confidence == 0.0
+    assert _result("x", 1.0).over_forecast_confidence == pytest.approx(0.96)
+    assert bad.over_forecast_confidence == 0.0
 
 
 @pytest.mark.parametrize("name", ["seasonal_naive_1w+anchor", "seasonal_naive_1d", "persistence"])
@@ -110,6 +112,7 @@ def test_noise_model_recovers_poisson_like_spread() -> None:
         {600.0: m},
         0.1,
         0.1,
+        0.05,
         len(mu),
         1,
         0.0,

@@ -48,6 +48,38 @@ def test_zero_actuals() -> None:
     assert live_accuracy({i: (5.0, 0.0) for i in range(30)}, 10).confidence == 0.0
 
 
+def test_the_gate_judges_over_forecasts_only() -> None:
+    # windows 0-1 forecast 50 % high, windows 2-3 forecast 50 % low
+    compared = {i: (15.0 if i < 20 else 5.0, 10.0) for i in range(40)}
+    acc = live_accuracy(compared, 10)
+    assert acc.wmape == pytest.approx(0.5)
+    assert acc.confidence == pytest.approx(0.5)
+    assert acc.overshoot == pytest.approx(10.0 / 40.0)
+    assert acc.gate_confidence == pytest.approx(0.75)
+    low = live_accuracy({i: (2.0, 10.0) for i in range(40)}, 10)
+    assert low.confidence == pytest.approx(0.2)
+    assert low.overshoot == 0.0 and low.gate_confidence == 1.0
+    assert live_accuracy({i: (20.0, 10.0) for i in range(25)}, 10).gate_confidence is None  # 2 windows: too few
+
+
+def test_an_under_forecast_is_served_as_the_observed_value_whatever_the_gate_says() -> None:
+    import numpy as np
+
+    from forecasting.curve import ForecastCurve
+    from forecasting.models.base import FittedModel
+    from forecasting.serving import ServingModel
+    from scaler_service.decision import Reason, predictive_value
+
+    point = np.full(10, 4.0)
+    curve = ForecastCurve(start=0.0, step_s=60.0, point=point, lower=point - 1, upper=point + 1)
+    model = ServingModel("k", FittedModel("m", 60.0, curve), confidence=0.9, fitted_at=0.0)
+    common = {"now": 60.0, "observed": 10.0, "model": model, "factor": 1.0, "lead_s": 120.0, "min_confidence": 0.8}
+    open_gate = predictive_value(**common, live_confidence=1.0)  # type: ignore[arg-type]
+    closed_gate = predictive_value(**common, live_confidence=0.1)  # type: ignore[arg-type]
+    assert open_gate[0] == closed_gate[0] == 10.0
+    assert (open_gate[1], closed_gate[1]) == (Reason.FORECAST, Reason.LOW_CONFIDENCE)
+
+
 def test_window_steps() -> None:
     assert window_steps(600, 60) == 10
     assert window_steps(600, 1800) == 1

@@ -397,7 +397,7 @@ def test_live_accuracy_drop_serves_reactively_and_refits(
     client = client_for(server)
     md = meta(queryStep="1s")
     wait_for(lambda: client.keda_poll(NS, NAME, md).value_float == 100.0)
-    # Three 1 s windows later the live confidence (1 - WAPE of window means) is 0: observed is served and a
+    # Three 1 s windows later the live error is all over-forecast (gate confidence 0): observed is served and a
     # refit is asked for.
     wait_for(lambda: fits.fits.get("q", 0) >= 2, timeout=30)
     wait_for(lambda: client.keda_poll(NS, NAME, md).value_float == 10.0, timeout=30)
@@ -405,6 +405,26 @@ def test_live_accuracy_drop_serves_reactively_and_refits(
     assert view["served"]["reason"] == "low-confidence"
     assert view["live"]["misses_over_20pct"] >= 1
     assert view["live"]["confidence"] < 0.8
+
+
+def test_a_forecast_that_runs_low_is_refitted_but_not_gated(
+    start_scaler: StartScaler, source: ScriptedSource, fits: ScriptedFits
+) -> None:
+    source.set_live("q", 50.0)
+    fits.levels["q"] = 5.0  # forecasts a tenth of what comes: the served max(forecast, observed) is the observed
+    server = start_scaler(source, fits=fits, live_window_s=1.0)
+    client = client_for(server)
+    md = meta(queryStep="1s")
+    wait_for(lambda: client.keda_poll(NS, NAME, md).value_float == 50.0)
+    # Live accuracy falls (a refit is asked for), but nothing was over-forecast, so the gate stays open: the
+    # forecast path keeps serving, which here is the observed value, exactly what reactive would serve.
+    wait_for(lambda: fits.fits.get("q", 0) >= 2, timeout=30)
+    view = http_json(server.http_port, "/forecast")["scaledObjects"][0]
+    assert view["live"]["confidence"] < 0.8
+    assert view["live"]["overshoot"] == 0.0
+    assert view["live"]["gate_confidence"] == 1.0
+    assert view["served"]["reason"] == "forecast"
+    assert client.keda_poll(NS, NAME, md).value_float == 50.0
 
 
 def test_long_gap_in_history_refuses_the_fit_and_says_why(start_scaler: StartScaler, source: ScriptedSource) -> None:
