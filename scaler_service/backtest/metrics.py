@@ -155,4 +155,53 @@ def lead_gained(
     return LeadStats(len(gains), float(np.median(arr)), float(arr.mean()), before)
 
 
-__all__ = ["LeadStats", "StrategyMetrics", "evaluate", "lead_gained"]
+BURST_WINDOW_S = 600.0
+BURST_RATIO = 1.5
+"""Demand at least this many times the mean of the ``BURST_WINDOW_S`` before it counts as a burst."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShortfallCauses:
+    """Where a strategy's under-provisioning came from (for the verdict)."""
+
+    tolerance_share: float
+    """Share of the under-provisioned time with every pod ready and the HPA's metric within its tolerance of
+    the current replicas: demand a little above capacity that the HPA, by design, does not scale for."""
+    worst_at: float
+    worst_demand: float
+    worst_capacity: float
+    mean_before_worst: float
+    """Mean demand over the ``BURST_WINDOW_S`` before the worst shortfall."""
+    worst_in_band: bool
+
+    @property
+    def worst_is_burst(self) -> bool:
+        return self.mean_before_worst > 0 and self.worst_demand >= BURST_RATIO * self.mean_before_worst
+
+
+def shortfall_causes(
+    sim: Simulation, demand_at_ticks: FloatArray, *, tolerance: float, eval_from: int = 0
+) -> ShortfallCauses | None:
+    """None when the strategy was never short over ticks ``[eval_from, end)``."""
+    demand = demand_at_ticks[eval_from:]
+    capacity = sim.capacity[eval_from:]
+    short = demand > capacity
+    if not short.any():
+        return None
+    replicas = sim.replicas[eval_from:]
+    asked = sim.metric[eval_from:] / sim.target_value
+    in_band = (sim.ready[eval_from:] == replicas) & (asked <= (1 + tolerance) * replicas)
+    worst = int(np.argmax(demand - capacity))
+    at = eval_from + worst
+    before = demand_at_ticks[max(0, at - int(BURST_WINDOW_S / TICK_S)) : at]
+    return ShortfallCauses(
+        tolerance_share=float(np.count_nonzero(short & in_band) / np.count_nonzero(short)),
+        worst_at=sim.start + at * TICK_S,
+        worst_demand=float(demand[worst]),
+        worst_capacity=float(capacity[worst]),
+        mean_before_worst=float(before.mean()) if len(before) else math.nan,
+        worst_in_band=bool(in_band[worst]),
+    )
+
+
+__all__ = ["LeadStats", "ShortfallCauses", "StrategyMetrics", "evaluate", "lead_gained", "shortfall_causes"]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.series import format_duration, format_instant
+from scaler_service.backtest.metrics import BURST_WINDOW_S, shortfall_causes
 from scaler_service.backtest.runner import BacktestReport, StrategyOutcome
 from scaler_service.backtest.strategies import describe_fits
 
@@ -17,6 +18,9 @@ PAYS_OFF_SAVING = 0.05
 """Predictive must save at least this share of replica-hours at equal service to be worth running."""
 BREAK_EVEN_SAVING = -0.02
 MIN_FORECAST_SHARE = 0.5
+TOLERANCE_DOMINATES = 0.5
+"""When at least this share of predictive's under-provisioned time sat in the HPA's tolerance band, the
+verdict says that this, not foresight, is what limits the trace."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +102,38 @@ def make_verdict(report: BacktestReport) -> Verdict:
             f"under-provisioning with {-save_h:.0%} fewer replica-hours ({head.replica_hours:.1f} vs "
             f"{pred.replica_hours:.1f}).{spiky} Use reactive scaling with that threshold instead."
         )
+    causes = shortfall_causes(
+        o["predictive"].simulation,
+        report.demand_at_ticks,
+        tolerance=report.config.hpa.tolerance,
+        eval_from=report.window.eval_from_tick,
+    )
+    tolerance = report.config.hpa.tolerance
+    if causes is not None and causes.tolerance_share >= TOLERANCE_DOMINATES and not pays_off:
+        parts.append(
+            f"Why: {causes.tolerance_share:.0%} of predictive's under-provisioned time had every pod ready and "
+            f"the HPA's metric within its {tolerance:.0%} tolerance of the current replicas, i.e. demand a "
+            "little above capacity that the HPA does not scale for whatever the metric foresees. A lower "
+            "threshold removes that as cheaply as a forecast does, so this trace leaves a forecast little to "
+            "save."
+        )
     if ws is not None:
         parts.append(
             f"Worst shortfall: {ws:.0%} of reactive's ({_num(pred.worst_shortfall)} vs {_num(react.worst_shortfall)})."
         )
+        if causes is not None and causes.worst_is_burst:
+            parts.append(
+                f"It was a burst: demand {_num(causes.worst_demand)} at {format_instant(causes.worst_at)}, "
+                f"{causes.worst_demand / causes.mean_before_worst:.1f}x the mean of the "
+                f"{BURST_WINDOW_S / 60:.0f} minutes before. No forecast of the level sees that coming; only spare "
+                "capacity (a lower threshold or a higher predictQuantile) covers it."
+            )
+        elif causes is not None and causes.worst_in_band:
+            parts.append(
+                f"It came inside the HPA's {tolerance:.0%} tolerance band (demand {_num(causes.worst_demand)} "
+                f"against capacity {_num(causes.worst_capacity)} at {format_instant(causes.worst_at)}, every pod "
+                "ready, no scale-up asked for): a forecast near the demand cannot lower it; headroom can."
+            )
     elif pred.worst_shortfall == 0:
         parts.append("Neither reactive nor predictive was ever short by more than zero.")
     if save_s is not None:

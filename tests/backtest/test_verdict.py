@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from scaler_service.backtest.hpa import HpaSettings
+from scaler_service.backtest.hpa import TICK_S, HpaSettings, Simulation
+from scaler_service.backtest.metrics import shortfall_causes
 from scaler_service.backtest.report import format_table, make_verdict, to_json
 from scaler_service.backtest.runner import BacktestConfig, recorded_provider, run_backtest
 from scaler_service.backtest.trace import DemandTrace, RecordedPredictive
@@ -51,3 +54,39 @@ def test_a_metric_that_only_adds_noise_does_not_pay_off() -> None:
     verdict = make_verdict(report)
     assert not verdict.pays_off
     assert verdict.saving_vs_headroom is not None and verdict.saving_vs_headroom < 0.05
+
+
+def _sim(demand: np.ndarray, ready: np.ndarray, metric: np.ndarray) -> Simulation:
+    n = len(demand)
+    return Simulation(
+        start=0.0,
+        replicas=ready.copy(),
+        ready=ready,
+        capacity=ready * 10.0,
+        metric=metric,
+        scale_events=np.zeros(n, dtype=np.int64),
+        target_value=10.0,
+    )
+
+
+def test_shortfall_causes_tell_the_tolerance_band_from_a_burst() -> None:
+    ticks = 120
+    ready = np.full(ticks, 10, dtype=np.int64)
+    demand = np.full(ticks, 90.0)
+    demand[60:80] = 105.0  # 5 % above capacity 100: the HPA sees 105 against 10 pods, inside its 10 % band
+    demand[100] = 190.0  # one burst, 1.9x the level before
+    metric = demand.copy()
+    causes = shortfall_causes(_sim(demand, ready, metric), demand, tolerance=0.1, eval_from=40)
+    assert causes is not None
+    assert causes.tolerance_share == 20 / 21  # the burst tick asked for 19 pods: outside the band
+    assert causes.worst_is_burst and not causes.worst_in_band
+    assert causes.worst_at == 100 * TICK_S and causes.worst_demand == 190.0
+    assert causes.mean_before_worst == (20 * 105.0 + 20 * 90.0) / 40  # the 10 minutes (40 ticks) before
+    # Pods still starting are not the band's doing.
+    starting = ready.copy()
+    starting[:] = 9
+    sim = _sim(demand, starting, metric)
+    sim = replace(sim, replicas=np.full(ticks, 10, dtype=np.int64))
+    slow = shortfall_causes(sim, demand, tolerance=0.1, eval_from=40)
+    assert slow is not None and slow.tolerance_share == 0.0
+    assert shortfall_causes(_sim(demand * 0.5, ready, metric), demand * 0.5, tolerance=0.1) is None
