@@ -102,13 +102,10 @@ def make_verdict(report: BacktestReport) -> Verdict:
             f"under-provisioning with {-save_h:.0%} fewer replica-hours ({head.replica_hours:.1f} vs "
             f"{pred.replica_hours:.1f}).{spiky} Use reactive scaling with that threshold instead."
         )
-    causes = shortfall_causes(
-        o["predictive"].simulation,
-        report.demand_at_ticks,
-        tolerance=report.config.hpa.tolerance,
-        eval_from=report.window.eval_from_tick,
-    )
     tolerance = report.config.hpa.tolerance
+    causes = shortfall_causes(
+        o["predictive"].simulation, report.demand_at_ticks, tolerance=tolerance, eval_from=report.window.eval_from_tick
+    )
     if causes is not None and causes.tolerance_share >= TOLERANCE_DOMINATES and not pays_off:
         parts.append(
             f"Why: {causes.tolerance_share:.0%} of predictive's under-provisioned time had every pod ready and "
