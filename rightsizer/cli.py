@@ -28,7 +28,8 @@ from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load
 from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
 from rightsizer.domain import Recommendation, VmInfo
-from rightsizer.inputs import InputError, load_inventory_with_as_of, load_metrics_csv, parse_timestamp
+from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem
+from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newest_sample, parse_timestamp
 from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
@@ -77,6 +78,12 @@ class Inputs:
     now: float
     source: str
     gateway: Any = None
+    as_of_basis: str = "the current time"
+    """Why ``now`` is what it is: ``--now``, the inventory's ``as_of``, the newest sample, or the clock."""
+
+
+CLOCK_SKEW_S = 3600.0
+"""Samples dated more than this after the wall clock are refused (a clock or unit error)."""
 
 
 def _azure_gateway() -> Any:
@@ -93,12 +100,19 @@ def gather_inputs(
     gateway_factory: Callable[[], Any] = _azure_gateway,
     prometheus_factory: Callable[[str], Any] | None = None,
 ) -> Inputs:
-    now_arg = parse_timestamp(args.now) if args.now else None
+    """The VMs and their usage. Evaluation time: ``--now``; else the inventory's ``as_of``; else, for an
+    offline metrics file, its newest sample (so an old export works as it is); else the current time."""
+    max_bytes = _max_file_bytes(args)
+    try:
+        now_arg = parse_timestamp(args.now) if args.now else None
+    except ValueError:
+        accepted = "ISO 8601 (e.g. 2026-11-20T13:05:00Z) or epoch seconds"
+        raise UsageError(f"--now {args.now!r}: expected {accepted}") from None
     if args.metrics and not args.inventory and not settings.azure.subscriptions:
         raise UsageError("--metrics needs --inventory, or azure.subscriptions in --config for the VMs")
     gateway = None
     if args.inventory:
-        vms, as_of = load_inventory_with_as_of(Path(args.inventory))
+        vms, as_of = load_inventory_with_as_of(Path(args.inventory), max_bytes=max_bytes)
         source = f"inventory {args.inventory}"
     elif settings.azure.subscriptions:
         gateway = gateway_factory()
@@ -111,11 +125,21 @@ def gather_inputs(
         vms, as_of = load_inventory_with_as_of(_example_path(EXAMPLE_INVENTORY))
         source = "bundled example fleet (50 real Bitbrains VMs, see rightsizer/examples/DATA.md)"
         args.metrics = str(_example_path(EXAMPLE_METRICS))
-    now = now_arg if now_arg is not None else (as_of if as_of is not None else time.time())
     vms = in_shard(vms, parse_shard(args.shard) if args.shard else None)
+    wall_clock = time.time()
+    if now_arg is not None:
+        now, basis = now_arg, "--now"
+    elif as_of is not None:
+        now, basis = as_of, "the inventory's as_of"
+    else:
+        now, basis = wall_clock, "the current time"
     if args.metrics:
-        raw = load_metrics_csv(Path(args.metrics))
-        usage = usage_from_raw(raw, vms, settings.metrics, now)
+        raw = load_metrics_csv(Path(args.metrics), max_bytes=max_bytes)
+        if now_arg is None and as_of is None:
+            newest = newest_sample(raw, not_after=wall_clock + CLOCK_SKEW_S)
+            if newest is not None:
+                now, basis = newest, "the newest sample in the metrics file (--now to change)"
+        usage = usage_from_raw(raw, vms, settings.metrics, now, not_after=wall_clock + CLOCK_SKEW_S)
     elif settings.metrics.prometheus_url:
         if prometheus_factory is None:
             from prometheus_api_client import PrometheusConnect
@@ -126,7 +150,16 @@ def gather_inputs(
         usage = usage_from_prometheus(client, vms, settings.metrics, now)
     else:
         raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
-    return Inputs(vms, usage, now, source, gateway)
+    return Inputs(vms, usage, now, source, gateway, basis)
+
+
+def _max_file_bytes(args: argparse.Namespace) -> int:
+    mb = getattr(args, "max_file_mb", None)
+    if mb is None:
+        return DEFAULT_MAX_BYTES
+    if not 0 < mb <= 65536:
+        raise UsageError(f"--max-file-mb {mb:g}: expected a number of MiB in (0, 65536]")
+    return int(mb * 1024 * 1024)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--shard", help="i/n: only the VMs of shard i of n (stable hash of HA group or VM id)")
     rec.add_argument(
         "--now",
-        help="evaluate as of this time (ISO 8601 or epoch seconds); default: now, or the inventory's as_of",
+        help="evaluate as of this time (ISO 8601 or epoch seconds); default: the inventory's as_of, else the "
+        "newest sample of --metrics, else now",
+    )
+    rec.add_argument(
+        "--max-file-mb",
+        type=float,
+        help=f"refuse input files larger than this, after decompression (default {DEFAULT_MAX_BYTES // 1048576})",
     )
     rec.add_argument("--forecast", choices=("library", "seasonal-profile", "none"), help="override forecast.method")
     rec.add_argument("--refresh-prices", action="store_true", help="refresh prices from the Retail Prices API")
@@ -245,6 +284,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
     mode = "dry run" if settings.dry_run else "APPLY"
     header = {
         "as_of": as_of,
+        "as_of_basis": inputs.as_of_basis,
         "mode": mode,
         "inputs": inputs.source,
         "prices": price_load.note,
@@ -254,9 +294,14 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
     if args.output == "json":
         out.write(to_json(recs, header=header))
     elif args.output == "csv":
-        out.write(to_csv(recs))
+        out.write(to_csv(recs, as_of=f"{as_of} ({inputs.as_of_basis})"))
     else:
-        lines = [f"rightsizer {mode} as of {as_of} - {inputs.source}", f"prices: {price_load.note}", ""]
+        lines = [
+            f"rightsizer {mode} as of {as_of} - {inputs.source}",
+            f"prices: {price_load.note}",
+            f"evaluated as of {as_of}: {inputs.as_of_basis}",
+            "",
+        ]
         out.write(to_table(recs, header_lines=lines))
     _record_and_apply(recs, settings, inputs, log)
     return 0
@@ -303,7 +348,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             parser.error(f"command {args.command!r} has no handler")
         result = handler(args)
         return int(result or 0)
-    except (UsageError, InputError, SettingsError, PriceDataError, CatalogueError) as exc:
+    except (UsageError, FileProblem, SettingsError, PriceDataError, CatalogueError) as exc:
         print(f"rightsizer: error: {exc}", file=sys.stderr)
         return 2
 

@@ -104,7 +104,7 @@ def to_json(recs: Sequence[Recommendation], *, header: dict[str, Any] | None = N
     return json.dumps(doc, indent=2) + "\n"
 
 
-def to_csv(recs: Sequence[Recommendation]) -> str:
+def to_csv(recs: Sequence[Recommendation], *, as_of: str | None = None) -> str:
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     w.writeheader()
@@ -121,7 +121,8 @@ def to_csv(recs: Sequence[Recommendation]) -> str:
             "monthly_savings_usd": round(t.recommended_monthly_savings_usd, 2),
             "confidence": "",
             "decision": " ".join(f"{k}={v}" for k, v in t.by_decision.items()),
-            "reason": f"applicable now ${t.applicable_monthly_savings_usd:,.2f}/month; "
+            "reason": (f"as of {as_of}; " if as_of else "")
+            + f"applicable now ${t.applicable_monthly_savings_usd:,.2f}/month; "
             f"awaiting approval ${t.pending_approval_monthly_savings_usd:,.2f}/month; {PRICING_NOTE}",
         }
     )
