@@ -13,11 +13,12 @@ import pytest
 
 from rightsizer.act.cli import cmd_approve, register
 from rightsizer.act.settings import CHANGE_TAG, RECOMMENDATION_TAG
-from rightsizer.act.tags import ChangeTag, Phase
-from rightsizer.audit import AuditLog, monthly_summary
+from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, VmRef
 from rightsizer.cli import run_recommend
 from rightsizer.domain import APPROVAL_TAG, PREVIOUS_SIZE_TAG
+from rightsizer.report import monthly_summary
+from rightsizer.tags import ChangeTag, Phase
 from tests.fakes.arm import DEFAULT_SKUS, FakeArm, FakeCredential, client_kwargs
 from tests.support.prometheus import (  # noqa: F401  (fixtures, used by name)
     StartPrometheus,
