@@ -45,6 +45,7 @@ from rightsizer.domain import (
     Recommendation,
     VmInfo,
 )
+from rightsizer.tags import spot_eligible
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
@@ -377,7 +378,7 @@ def spot_move_recommendation(
     apply (already Spot, part of a scale set, opted out of Spot, no price, no saving)."""
     if vm.priority is Priority.SPOT or vm.scale_set is not None:
         return None
-    if vm.tags.get("finops.ai/spot-eligible", "").lower() == "false":
+    if not spot_eligible(vm.tags):
         return None
     if ondemand_hourly_usd is None or spot_hourly_usd is None:
         return None

@@ -35,20 +35,21 @@ from rightsizer.act.alerts import Alerter
 from rightsizer.act.clock import Clock, SystemClock
 from rightsizer.act.health import Breach, HealthProbe, HealthProbeError, NoSignalsProbe, PrometheusHealthProbe
 from rightsizer.act.settings import ActSettings
-from rightsizer.act.tags import (
+from rightsizer.audit import AuditLog
+from rightsizer.azure.errors import AzureError
+from rightsizer.azure.gateway import ComputeGateway, VmRef
+from rightsizer.domain import OPT_OUT_TAG, Action, Decision, PowerState, Recommendation, VmInfo
+from rightsizer.tags import (
     CHANGE_TAG,
     PREVIOUS_SIZE_TAG,
     RECOMMENDATION_TAG,
     ChangeTag,
     Phase,
     PreviousSizeTag,
+    RecommendationTag,
     iso,
-    parse_iso,
+    opted_out,
 )
-from rightsizer.audit import AuditLog
-from rightsizer.azure.errors import AzureError
-from rightsizer.azure.gateway import ComputeGateway, VmRef
-from rightsizer.domain import OPT_OUT_TAG, Action, Decision, PowerState, Recommendation, VmInfo
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
@@ -139,6 +140,7 @@ def record_decisions(recs: Sequence[Recommendation], audit: AuditLog, *, dry_run
             confidence=rec.confidence,
             approval_tier=rec.approval_tier.value,
             dry_run=dry_run,
+            tags=dict(rec.vm.tags),
         )
 
 
@@ -231,7 +233,7 @@ class Applier:
     def _refusal(self, rec: Recommendation) -> str | None:
         if rec.action is not Action.RESIZE:
             return f"action {rec.action.value} is never applied"
-        if rec.vm.tags.get(OPT_OUT_TAG, "").lower() == "false":
+        if opted_out(rec.vm.tags):
             return f"opted out ({OPT_OUT_TAG}=false)"
         if rec.vm.scale_set is not None or "/virtualMachineScaleSets/" in rec.vm.id:
             return "scale set instance: resize the scale set's model instead"
@@ -290,6 +292,7 @@ class Applier:
             monthly_savings_usd=rec.monthly_savings_usd,
             decision=rec.decision.value,
             approval_tier=rec.approval_tier.value,
+            tags=dict(rec.vm.tags),
         )
         try:
             self.compute.set_tags(
@@ -498,16 +501,15 @@ class Applier:
         for rec in recs:
             if not rec.target_size:
                 continue
-            existing = rec.vm.tags.get(RECOMMENDATION_TAG, "")
-            parts = existing.split("|")
-            if len(parts) == 3 and parts[0] == rec.target_size:
-                try:
-                    age = (now - parse_iso(parts[2])).total_seconds()
-                except ValueError:
-                    age = float("inf")
+            try:
+                existing = RecommendationTag.of(rec.vm.tags)
+            except ValueError:
+                existing = None  # rewritten below
+            if existing is not None and existing.target_size == rec.target_size:
+                age = (now - existing.at).total_seconds()
                 if age < self.act.recommendation_tag_refresh_s:
                     continue
-            value = f"{rec.target_size}|{rec.monthly_savings_usd:.2f}|{iso(now)}"
+            value = RecommendationTag(rec.target_size, rec.monthly_savings_usd, now).render()
             try:
                 self.compute.set_tags(VmRef.of(rec.vm), {RECOMMENDATION_TAG: value})
             except (AzureError, ValueError) as error:

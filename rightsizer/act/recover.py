@@ -23,11 +23,11 @@ from rightsizer.act.alerts import Alerter
 from rightsizer.act.clock import Clock, SystemClock
 from rightsizer.act.health import HealthProbe
 from rightsizer.act.settings import ActSettings
-from rightsizer.act.tags import ChangeTag, Phase, PreviousSizeTag
 from rightsizer.audit import AuditLog
 from rightsizer.azure.errors import AzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
 from rightsizer.domain import VmInfo
+from rightsizer.tags import ChangeTag, Phase, PreviousSizeTag
 
 if TYPE_CHECKING:
     from rightsizer.act.apply import ActionResult, Applier

@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rightsizer.catalogue import Catalogue, VmSize, burstable_baseline
-from rightsizer.decide.approvals import parse_iso_utc
 from rightsizer.decide.forecast import forecast_p95
 from rightsizer.domain import (
     HOURS_PER_MONTH,
-    PREVIOUS_SIZE_TAG,
     USER_FACING_TAG,
     WORKLOAD_TAG,
     Action,
@@ -32,6 +30,7 @@ from rightsizer.domain import (
 )
 from rightsizer.metrics import VmUsage
 from rightsizer.settings import DAY_S, Settings
+from rightsizer.tags import PreviousSizeTag
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +189,11 @@ def fits(vm: VmInfo, current: VmSize, candidate: VmSize, stats: UsageStats, sett
 
 
 def _last_resize_age_days(vm: VmInfo, now: float) -> float | None:
-    text = vm.tags.get(PREVIOUS_SIZE_TAG)
-    if not text:
-        return None
-    parts = text.split("|")
-    if len(parts) < 2:
-        return None
     try:
-        return (now - parse_iso_utc(parts[1])) / DAY_S
+        tag = PreviousSizeTag.of(vm.tags)
     except ValueError:
         return None
+    return None if tag is None else (now - tag.at.timestamp()) / DAY_S
 
 
 def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: Settings, now: float) -> Sizing:
