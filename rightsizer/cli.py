@@ -33,6 +33,7 @@ from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newes
 from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
+from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, RunMetrics, check_pushgateway_url, export
 from rightsizer.settings import Settings, SettingsError, load_settings
 
 EXAMPLE_INVENTORY = "fleet-inventory.json"
@@ -189,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--forecast", choices=("library", "seasonal-profile", "none"), help="override forecast.method")
     rec.add_argument("--refresh-prices", action="store_true", help="refresh prices from the Retail Prices API")
     rec.add_argument("--apply", action="store_true", help="act on auto/approved resizes (default: dry run)")
+    rec.add_argument("--group-by", metavar="TAG", help="also total the savings per value of this VM tag (chargeback)")
+    rec.add_argument("--pushgateway", metavar="URL", help="push the run's metrics here (job foresight-rightsizer)")
+    rec.add_argument("--pushgateway-timeout", type=float, metavar="SECONDS", help=f"default {DEFAULT_PUSH_TIMEOUT_S:g}")
+    rec.add_argument("--metrics-textfile", metavar="PATH", help="write the run's metrics for node-exporter (.prom)")
+    rec.add_argument(
+        "--audit-key-file", metavar="FILE", help="HMAC key for a keyed audit chain; default: $FORESIGHT_AUDIT_KEY"
+    )
     act_cli = _act_cli()
     if act_cli is not None:
         act_cli.register(sub)
@@ -237,6 +245,43 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> int:
+    """One run; its metrics are exported (``--pushgateway``, ``--metrics-textfile``) when it completes."""
+    started = time.monotonic()
+    metrics = RunMetrics()
+    export_to = _export_targets(args)
+    code = _run_recommend(args, out, metrics, **factories)
+    metrics.run_duration.set(round(time.monotonic() - started, 3))
+    if code == 0:
+        metrics.last_success.set(time.time())
+    for problem in export(metrics, **export_to):
+        structlog.get_logger("rightsizer").warning("metrics.export_failed", error=problem.message)
+        print(f"rightsizer: warning: {problem.message}", file=sys.stderr)
+        if code == 0:
+            code = problem.exit_code
+    return code
+
+
+def _export_targets(args: argparse.Namespace) -> dict[str, Any]:
+    pushgateway = getattr(args, "pushgateway", None)
+    if pushgateway:
+        try:
+            pushgateway = check_pushgateway_url(pushgateway)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    timeout_s = getattr(args, "pushgateway_timeout", None) or DEFAULT_PUSH_TIMEOUT_S
+    if not 0 < timeout_s <= 300:
+        raise UsageError(f"--pushgateway-timeout {timeout_s:g}: expected seconds in (0, 300]")
+    shard = getattr(args, "shard", None)
+    return {
+        "pushgateway": pushgateway,
+        "textfile": getattr(args, "metrics_textfile", None),
+        # Shards push to their own group, so they do not replace each other's metrics.
+        "grouping_key": {"shard": shard.replace("/", "-of-")} if shard else None,
+        "timeout_s": timeout_s,
+    }
+
+
+def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, **factories: Any) -> int:
     log = structlog.get_logger("rightsizer")
     settings = load_settings(Path(args.config) if args.config else None)
     if args.forecast:
@@ -269,6 +314,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
         now=datetime.fromtimestamp(inputs.now, UTC).isoformat(),
     )
     recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now)
+    metrics.observe_recommendations(recs)
     for r in recs:
         log.bind(vm=r.vm.name, vm_id=r.vm.id).info(
             "vm.decision",
@@ -291,10 +337,11 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
         "price_origin": price_load.origin,
         "shard": args.shard,
     }
+    group_by = getattr(args, "group_by", None)
     if args.output == "json":
-        out.write(to_json(recs, header=header))
+        out.write(to_json(recs, header=header, group_by=group_by))
     elif args.output == "csv":
-        out.write(to_csv(recs, as_of=f"{as_of} ({inputs.as_of_basis})"))
+        out.write(to_csv(recs, as_of=f"{as_of} ({inputs.as_of_basis})", group_by=group_by))
     else:
         lines = [
             f"rightsizer {mode} as of {as_of} - {inputs.source}",
@@ -302,28 +349,51 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
             f"evaluated as of {as_of}: {inputs.as_of_basis}",
             "",
         ]
-        out.write(to_table(recs, header_lines=lines))
-    _record_and_apply(recs, settings, inputs, log)
+        out.write(to_table(recs, header_lines=lines, group_by=group_by))
+    _record_and_apply(recs, settings, inputs, log, metrics, audit_key_file=getattr(args, "audit_key_file", None))
     return 0
 
 
-def _record_and_apply(recs: Sequence[Recommendation], settings: Settings, inputs: Inputs, log: Any) -> None:
+def _record_and_apply(
+    recs: Sequence[Recommendation],
+    settings: Settings,
+    inputs: Inputs,
+    log: Any,
+    metrics: RunMetrics,
+    *,
+    audit_key_file: str | None = None,
+) -> None:
     if settings.audit_log is None and settings.dry_run:
         return
-    if importlib.util.find_spec("rightsizer.act.apply") is None:
-        if not settings.dry_run:
-            raise UsageError("--apply needs the acting side (rightsizer.act), which is not installed")
-        return
-    from rightsizer.act.apply import apply_recommendations, record_decisions
-    from rightsizer.audit import AuditLog
+    from rightsizer.act.alerts import Alerter
+    from rightsizer.act.apply import apply_recommendations, change_summaries, record_decisions
+    from rightsizer.audit import AuditLog, AuditLogError, load_audit_key
 
-    audit = AuditLog(settings.audit_log or "rightsizer-audit.jsonl")
-    if inputs.gateway is None:
-        record_decisions(recs, audit, dry_run=True)
-        return
-    results = apply_recommendations(recs, compute=inputs.gateway, settings=settings, audit=audit)
-    for result in results:
-        log.info("vm.action_result", result=repr(result))
+    try:
+        key = load_audit_key(audit_key_file)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    audit = AuditLog(settings.audit_log or "rightsizer-audit.jsonl", key=key)
+    try:
+        if inputs.gateway is None:
+            record_decisions(recs, audit, dry_run=True)
+        else:
+            alerter = Alerter(
+                webhook_url=settings.act.webhook_url, webhook_timeout_s=settings.act.webhook_timeout_s, metrics=metrics
+            )
+            results = apply_recommendations(
+                recs, compute=inputs.gateway, settings=settings, audit=audit, alerter=alerter
+            )
+            for result in results:
+                log.info("vm.action_result", result=repr(result))
+            metrics.observe_changes(change_summaries(recs, results))
+    except AuditLogError as error:
+        raise UsageError(str(error)) from None
+    head = audit.read_head()
+    if head is not None:
+        # Logged and exported so the head can be anchored outside the log (audit verify --expect-head HASH).
+        log.info("audit.head", audit_log=str(audit.path), seq=head.seq, hash=head.hash)
+        metrics.set_audit_head(head.hash)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -26,8 +26,8 @@ from rightsizer.audit import (
     SPOT,
     AuditLog,
 )
+from rightsizer.tags import UNTAGGED, group_of
 
-UNTAGGED = "(untagged)"
 RECOMMENDED_DECISIONS = ("auto", "approved", "needs-approval", "recommend-only")
 RECOMMENDED_ACTIONS = ("resize", "shutdown")
 
@@ -39,15 +39,6 @@ def parse_month(month: str) -> tuple[dt.datetime, dt.datetime]:
         raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), got {month!r}") from error
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start, end
-
-
-def group_of(tags: Any, tag: str) -> str:
-    """The value of ``tag`` (case-insensitive name, as Azure treats tag names), or ``(untagged)``."""
-    if isinstance(tags, Mapping):
-        for name, value in tags.items():
-            if str(name).lower() == tag.lower() and str(value).strip():
-                return str(value).strip()
-    return UNTAGGED
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from rightsizer.domain import (
     APPROVAL_TAG,
@@ -42,6 +43,7 @@ __all__ = [
     "PREVIOUS_SIZE_TAG",
     "RECOMMENDATION_TAG",
     "SPOT_ELIGIBLE_TAG",
+    "UNTAGGED",
     "ApprovalTag",
     "ChangeTag",
     "Phase",
@@ -49,6 +51,7 @@ __all__ = [
     "RecommendationTag",
     "change_in_flight",
     "compliance_regimes",
+    "group_of",
     "iso",
     "opted_out",
     "parse_iso",
@@ -219,6 +222,19 @@ def opted_out(tags: Mapping[str, str]) -> bool:
 
 def spot_eligible(tags: Mapping[str, str]) -> bool:
     return tags.get(SPOT_ELIGIBLE_TAG, "").strip().lower() != "false"
+
+
+UNTAGGED = "(untagged)"
+"""The group of VMs without the tag a report groups by."""
+
+
+def group_of(tags: Any, tag: str) -> str:
+    """The value of ``tag`` (name case-insensitive, as Azure treats tag names), or ``(untagged)``."""
+    if isinstance(tags, Mapping):
+        for name, value in tags.items():
+            if str(name).lower() == tag.lower() and str(value).strip():
+                return str(value).strip()
+    return UNTAGGED
 
 
 def compliance_regimes(tags: Mapping[str, str]) -> list[str]:

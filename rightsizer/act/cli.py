@@ -27,11 +27,12 @@ from typing import Any, TextIO
 import structlog
 
 from rightsizer import audit as audit_kinds
-from rightsizer.act.settings import APPROVAL_TAG, CHANGE_TAG, RECOMMENDATION_TAG, ActSettings
+from rightsizer.act.settings import APPROVAL_TAG, CHANGE_TAG, RECOMMENDATION_TAG
 from rightsizer.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
 from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
 from rightsizer.domain import ApprovalTier
+from rightsizer.settings import Settings, load_settings
 from rightsizer.tags import ApprovalTag, RecommendationTag, parse_iso
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
@@ -121,15 +122,8 @@ def _wrap(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from rightsizer.settings import load_settings
-
+def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if getattr(args, "config", None) else None)
-
-
-def _act(settings: Any) -> ActSettings:
-    act = getattr(settings, "act", None)
-    return act if isinstance(act, ActSettings) else ActSettings()
 
 
 def _audit(args: argparse.Namespace, settings: Any) -> AuditLog:
@@ -271,13 +265,12 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
-    from rightsizer.act.settings import SPOT_STATE_TAG
+    from rightsizer.act.spot import run_spot_pass
     from rightsizer.domain import Priority
-    from rightsizer.spot import SpotState, plan_spot, run_spot_pass
 
     out = out or sys.stdout
     settings = _settings(args)
-    act = _act(settings)
+    act = settings.act
     now = _now(args)
     subscriptions, groups = _subscriptions(settings)
     gateway = _gateway(compute)
@@ -287,26 +280,24 @@ def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None,
         for scale_set in gateway.list_scale_sets(subscription, groups):
             if scale_set.priority is not Priority.SPOT:
                 continue
-            if not args.apply:
-                instances = gateway.list_scale_set_instances(scale_set)
-                state = SpotState.decode(scale_set.tags.get(SPOT_STATE_TAG))
-                plan = plan_spot(scale_set, instances, state, act.spot, now)
+            try:
+                result = run_spot_pass(gateway, scale_set, act.spot, now, audit, dry_run=not args.apply)
+            except AzureError as error:
+                failures += 1
+                out.write(f"{scale_set.name}: failed: {error}\n")
+                continue
+            if result.dry_run and result.plan is not None:
+                plan = result.plan
                 out.write(
                     f"{scale_set.name}: would run in mode {plan.mode}; replace {len(plan.delete_evicted)} evicted, "
                     f"return {len(plan.rebalance_regular)} to Spot; {'; '.join(plan.reasons) or 'nothing to do'}\n"
                 )
                 continue
-            try:
-                result = run_spot_pass(gateway, scale_set, act.spot, now, audit)
-            except AzureError as error:
-                failures += 1
-                out.write(f"{scale_set.name}: failed: {error}\n")
-                continue
             out.write(
                 f"{scale_set.name}: mode {result.mode}; replaced {result.replaced_evicted} evicted, "
                 f"returned {result.returned_to_spot} to Spot; {'; '.join(result.reasons + result.errors) or 'ok'}\n"
             )
-    return 1 if failures else 0
+    return 3 if failures else 0
 
 
 def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
@@ -314,7 +305,7 @@ def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = No
 
     out = out or sys.stdout
     settings = _settings(args)
-    act = _act(settings)
+    act = settings.act
     subscriptions, groups = _subscriptions(settings)
     gateway = _gateway(compute)
     vms = [vm for subscription in subscriptions for vm in gateway.list_vms(subscription, groups)]
