@@ -268,7 +268,8 @@ def _export_targets(args: argparse.Namespace) -> dict[str, Any]:
             pushgateway = check_pushgateway_url(pushgateway)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    timeout_s = getattr(args, "pushgateway_timeout", None) or DEFAULT_PUSH_TIMEOUT_S
+    timeout_s = getattr(args, "pushgateway_timeout", None)
+    timeout_s = DEFAULT_PUSH_TIMEOUT_S if timeout_s is None else timeout_s
     if not 0 < timeout_s <= 300:
         raise UsageError(f"--pushgateway-timeout {timeout_s:g}: expected seconds in (0, 300]")
     shard = getattr(args, "shard", None)

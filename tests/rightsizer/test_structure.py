@@ -70,8 +70,10 @@ def test_deciding_never_imports_acting_and_apply_and_recover_do_not_import_each_
     for path in modules():
         name = module_name(path)
         for module, _ in imports(path):
-            if name.startswith("rightsizer.decide") and module.startswith("rightsizer.act") and (
-                module != "rightsizer.act.settings"
+            if (
+                name.startswith("rightsizer.decide")
+                and module.startswith("rightsizer.act")
+                and (module != "rightsizer.act.settings")
             ):
                 problems.append(f"{name} imports {module}")
             if name == "rightsizer.act.recover" and module == "rightsizer.act.apply":
