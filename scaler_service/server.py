@@ -42,7 +42,7 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
                 if settings.source == "replay":
                     from scaler_service.sources.replay import ReplaySource
 
-                    source = ReplaySource(clock=clock)
+                    source = ReplaySource(clock=clock, replay_dir=settings.replay_dir)
                 else:
                     from scaler_service.sources.prometheus import PrometheusSource
 

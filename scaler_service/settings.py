@@ -38,6 +38,8 @@ class Settings:
     """Further Prometheus addresses a trigger may name (the default address is always allowed)."""
     prometheus_timeout_s: float = 10.0
     prometheus_max_points: int = 11_000
+    replay_dir: Path | None = None
+    """With the replay source: the directory whose CSV files triggers may name (none: bundled traces only)."""
     records_dir: Path | None = None
     """Where observe-mode records are appended as CSV (none: in memory only)."""
     persist_dir: Path | None = None
@@ -236,6 +238,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"points per range query; longer ranges are chunked [{d.prometheus_max_points}] "
         f"{env('prometheus_max_points')}",
+    )
+    parser.add_argument(
+        "--replay-dir",
+        help=f"replay source: CSV files triggers may name, confined to this directory (default: bundled traces "
+        f"only) {env('replay_dir')}",
     )
     parser.add_argument("--records-dir", help=f"append observe-mode records as CSV here {env('records_dir')}")
     parser.add_argument("--persist-dir", help=f"persist fitted models here {env('persist_dir')}")

@@ -1,0 +1,53 @@
+"""Hostile input over real gRPC and HTTP: replay queries naming server files, oversized or lax metadata."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from scaler_service._generated import externalscaler_pb2 as pb
+from scaler_service.server import ScalerServer
+from tests.scaler.conftest import ScriptedFits, client_for, rpc_code, scaler_settings
+
+
+def http_text(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return str(r.read().decode())
+
+
+def get_metrics(server: Any, name: str, metadata: dict[str, str]) -> tuple[grpc.StatusCode, str]:
+    client = client_for(server)
+    request = pb.GetMetricsRequest(scaledObjectRef=client.ref("ns", name, metadata), metricName="m")
+    return rpc_code(lambda: client.stub.GetMetrics(request, timeout=5))
+
+
+@pytest.fixture
+def replay_server() -> Iterator[Callable[..., ScalerServer]]:
+    servers: list[ScalerServer] = []
+
+    def start(**overrides: Any) -> ScalerServer:
+        server = ScalerServer(scaler_settings(source="replay", **overrides), fit_factory=ScriptedFits())
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace_s=1.0)
+
+
+def test_a_replay_query_cannot_read_server_files(replay_server: Callable[..., ScalerServer]) -> None:
+    server = replay_server()
+    for i, query in enumerate(("/proc/self/environ", "/etc/passwd", "../../../../proc/self/environ", "/dev/zero")):
+        code, details = get_metrics(server, f"so-{i}", {"query": query, "threshold": "10"})
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "not a bundled trace name nor a file in the replay directory" in details
+        assert "PATH=" not in details and "root:" not in details
+    view = http_text(server.http_port, "/forecast")
+    assert "PATH=" not in view and "root:" not in view
+    json.loads(view)
