@@ -135,6 +135,7 @@ class ScalerServer:
             default_address=settings.default_address,
             allowed_addresses=settings.allowed_addresses,
             ignore_address=settings.source == "replay",
+            max_points_per_fit=settings.max_points_per_fit,
         )
         self.servicer = ExternalScalerServicer(
             parser=self.parser,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,7 +13,14 @@ import pytest
 
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service.server import ScalerServer
-from tests.scaler.conftest import ScriptedFits, client_for, rpc_code, scaler_settings
+from tests.scaler.conftest import (
+    ScriptedFits,
+    ScriptedSource,
+    StartScaler,
+    client_for,
+    rpc_code,
+    scaler_settings,
+)
 
 
 def http_text(port: int, path: str) -> str:
@@ -51,3 +59,35 @@ def test_a_replay_query_cannot_read_server_files(replay_server: Callable[..., Sc
     view = http_text(server.http_port, "/forecast")
     assert "PATH=" not in view and "root:" not in view
     json.loads(view)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+def test_oversized_metadata_is_refused_cheaply(start_scaler: StartScaler, source: ScriptedSource) -> None:
+    server = start_scaler(source)
+    client = client_for(server)
+    before = _rss_mib()
+    for i in range(300):
+        ref = client.ref("ns", f"so-{i}", {"query": f"q{i}", "threshold": str(i) + "1" * 2**20})
+        code, details = rpc_code(functools.partial(client.stub.GetMetricSpec, ref, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.startswith("invalid trigger metadata: threshold: value is longer than 4096 bytes")
+        assert len(details) < 300
+    grown = _rss_mib() - before
+    assert grown < 100, f"RSS grew by {grown:.0f} MiB over 300 oversized requests"
+    assert server.parser.cached_bytes < 1 * 2**20
+
+
+def test_an_amplifying_trigger_beyond_the_hard_limit_is_refused(
+    start_scaler: StartScaler, source: ScriptedSource
+) -> None:
+    server = start_scaler(source, max_points_per_fit=1000)
+    client = client_for(server)
+    ref = client.ref("ns", "so", {"query": "q", "threshold": "1", "queryStep": "1s", "historyTimeWindow": "400d"})
+    code, details = rpc_code(lambda: client.stub.GetMetricSpec(ref, timeout=5))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "historyTimeWindow" in details and "--max-points-per-fit" in details
