@@ -13,6 +13,7 @@ import pytest
 
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service.server import ScalerServer
+from tests.fakes.prometheus_http import fake_prometheus
 from tests.scaler.conftest import (
     ScriptedFits,
     ScriptedSource,
@@ -91,3 +92,14 @@ def test_an_amplifying_trigger_beyond_the_hard_limit_is_refused(
     code, details = rpc_code(lambda: client.stub.GetMetricSpec(ref, timeout=5))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "historyTimeWindow" in details and "--max-points-per-fit" in details
+
+
+def test_a_redirect_from_the_allowlisted_prometheus_is_not_followed(start_scaler: StartScaler) -> None:
+    with fake_prometheus(value=999.0) as elsewhere, fake_prometheus(redirect_to="") as allowlisted:
+        allowlisted.redirect_to = elsewhere.url
+        server = start_scaler(None, prometheus_url=allowlisted.url)
+        code, details = get_metrics(server, "so", {"query": "up", "threshold": "10"})
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "redirect (HTTP 302), which is not followed" in details
+        assert allowlisted.requests > 0
+        assert elsewhere.requests == 0
