@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load_prices
 from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
@@ -397,7 +398,9 @@ def _record_and_apply(
         metrics.set_audit_head(head.hash)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, **factories: Any) -> int:
+    """The command line; ``factories`` (``gateway_factory``, ``prometheus_factory``) let tests point the
+    recommend command at fake services."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = {"recommend", *(_subcommand_names(parser))}
@@ -413,13 +416,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     stream = out or sys.stdout
     try:
         if args.command == "recommend":
-            return run_recommend(args, stream)
+            return run_recommend(args, stream, **factories)
         handler = getattr(args, "func", None) or getattr(args, "handler", None)
         if handler is None:
             parser.error(f"command {args.command!r} has no handler")
         result = handler(args)
         return int(result or 0)
     except (UsageError, FileProblem, SettingsError, PriceDataError, CatalogueError) as exc:
+        print(f"rightsizer: error: {exc}", file=sys.stderr)
+        return 2
+    except TransientAzureError as exc:
+        print(f"rightsizer: error: Azure unreachable: {exc}", file=sys.stderr)
+        return 3
+    except AzureError as exc:
         print(f"rightsizer: error: {exc}", file=sys.stderr)
         return 2
 
