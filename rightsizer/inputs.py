@@ -235,10 +235,11 @@ def parse_metrics_rows(rows: Iterable[list[str]], *, source: str = "metrics") ->
             ts = parse_timestamp(row[idx["timestamp"]])
         except ValueError:
             ts = math.nan
-            problems.append(
-                f"{source} row {row_no}: 'timestamp'={quote_prefix(row[idx['timestamp']])} is neither epoch "
-                "seconds nor ISO 8601 (e.g. 2026-11-20T13:05:00Z)"
-            )
+            if len(problems) < MAX_PROBLEMS_PER_VM:
+                problems.append(
+                    f"{source} row {row_no}: 'timestamp'={quote_prefix(row[idx['timestamp']])} is neither epoch "
+                    "seconds nor ISO 8601 (e.g. 2026-11-20T13:05:00Z)"
+                )
         cpu, cpu_problem = _percent(
             row[idx["cpu_percent"]], row=row_no, column="cpu_percent", source=source, allow_empty=False
         )

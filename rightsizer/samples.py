@@ -4,7 +4,8 @@ The rules (each repair is said in the VM's row; each refusal skips the VM with t
 
 - A cell that is not a number, or a timestamp that is not a time: the VM is refused (first bad row named).
 - Percentages must lie in 0-100. Values in (100, :data:`OVERSHOOT_PERCENT`] are clipped to 100 (utilisation
-  counters overshoot slightly when a sample interval is stretched); anything else is refused.
+  counters overshoot slightly when a sample interval is stretched: the bundled Bitbrains trace reaches 105.6 %,
+  its source 106.6 %); anything else is refused.
 - Samples dated after ``not_after`` (the wall clock plus a little skew) are refused: a clock or unit error.
 - Exact duplicates (same timestamp, same values) are dropped.
 - Conflicting duplicates (same timestamp, different values): when at most :data:`MAX_CONFLICT_FRACTION` of the
@@ -22,7 +23,7 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-OVERSHOOT_PERCENT = 105.0
+OVERSHOOT_PERCENT = 110.0
 MAX_CONFLICT_FRACTION = 0.01
 
 

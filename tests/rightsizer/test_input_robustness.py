@@ -106,7 +106,7 @@ def test_repairs_by_the_stated_rules_are_said_in_the_row(tmp_path: Path) -> None
     rows.append(f"web-1,{T0 + 3 * DAY + 7},103,30")  # counter overshoot
     inventory, metrics = write_inputs(tmp_path, [vm_entry("web-1")], rows)
     reason = rows_by_vm(run_json(inventory, metrics))["web-1"]["reason"]
-    assert "data: 1 cpu_percent samples in (100, 105] clipped to 100" in reason
+    assert "data: 1 cpu_percent samples in (100, 110] clipped to 100" in reason
     assert "1 exact duplicate samples dropped" in reason
     assert "1 timestamps with conflicting values: kept the larger" in reason
 
