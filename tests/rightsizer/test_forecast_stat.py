@@ -80,4 +80,5 @@ def test_statistic_is_max_of_observed_and_forecast() -> None:
     assert s2.cpu >= s2.cpu_observed_p95
     assert s2.memory is None  # not measured
     none = usage_stats(u, now, Settings(forecast=ForecastSettings(method="none")))
-    assert none.cpu == none.cpu_observed_p95 and none.confidence == pytest.approx(u.completeness)
+    assert none.cpu == none.cpu_observed_p95 and none.cpu_forecast_error == 0.0
+    assert none.evidence is not None and none.evidence.cpu_p95.n == 5  # 7 days: 5 walk-forward windows
