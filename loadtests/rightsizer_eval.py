@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -199,8 +200,11 @@ def foresight_targets(
     now: float,
     *,
     gated: bool,
+    skipped: Counter[str] | None = None,
 ) -> dict[str, str]:
     recs = recommend(vms, usage, catalogue, settings, now)
+    if skipped is not None:
+        skipped.update(r.gate or "no change" for r in recs if r.decision is Decision.SKIP)
     out = {}
     for r in recs:
         if r.target_size is None or r.action is Action.NONE:
@@ -240,7 +244,8 @@ def main() -> None:
     }
     usage = usage_from_raw(week1_raw, vms, settings.metrics, split)
     t0 = time.perf_counter()
-    ours = foresight_targets(vms, usage, catalogue, settings, split, gated=True)  # type: ignore[arg-type]
+    skipped: Counter[str] = Counter()
+    ours = foresight_targets(vms, usage, catalogue, settings, split, gated=True, skipped=skipped)  # type: ignore[arg-type]
     decide_s = time.perf_counter() - t0
     ungated = foresight_targets(vms, usage, catalogue, settings, split, gated=False)  # type: ignore[arg-type]
     rules = [
@@ -273,9 +278,11 @@ def main() -> None:
     )
     ours_o = rules[0]
     caused_pct = 100 * (ours_o.over_hours_caused + ours_o.throttled_hours) / ours_o.vm_hours
-    verdict = "MEETS" if ours_o.savings_pct >= 25 and caused_pct <= 1 else "MISSES"
+    per_gate = ", ".join(f"{gate} {n}" for gate, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    print(f"foresight rows skipped, by gate: {per_gate} ({sum(skipped.values())} of {len(vms)} VMs)")
+    verdict = "MEETS" if ours_o.savings_pct >= 45 and caused_pct <= 0.5 else "MISSES"
     print(
-        f"Bar (>= 25% savings, <= 1% VM-hours over caused by the change): foresight {verdict} "
+        f"Bar (>= 45% savings, <= 0.5% VM-hours over caused by the change): foresight {verdict} "
         f"({ours_o.savings_pct:.1f}% savings, {caused_pct:.2f}% VM-hours over or throttled due to the change; "
         f"{ours_o.over_pct:.2f}% including VMs already saturated before any change)"
     )
