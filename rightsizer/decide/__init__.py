@@ -17,7 +17,8 @@ from rightsizer.decide.gates import (
     group_key,
     skip_gates,
 )
-from rightsizer.decide.sizing import Sizing, UsageStats, choose_size, usage_stats
+from rightsizer.decide.sizing import Sizing, choose_size
+from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import Action, Decision, PowerState, Recommendation, VmInfo
 from rightsizer.metrics import NoUsage, Usage, VmUsage
 from rightsizer.settings import Settings

@@ -1,8 +1,6 @@
-"""From usage to a size: the statistics a VM is sized on, and the cheapest size that keeps them in bounds.
-
-Statistic per resource = max(observed P95 over the lookback, forecast P95 over the next week). Memory uses
-P95 or max (``thresholds.memory_statistic``); when memory is unknown the target keeps at least the current
-memory. The statistic is rescaled to a candidate size by the vCPU (memory) ratio and must stay under the
+"""From the statistics a VM is sized on (:mod:`rightsizer.decide.usage_stats`) to a size: the cheapest one
+that keeps them in bounds. When memory is unknown the target keeps at least the current memory. The
+statistic is rescaled to a candidate size by the vCPU (memory) ratio and must stay under the
 target thresholds *on the new size*.
 
 Confidence is the estimated probability that the chosen size holds those limits over the coming week (see
@@ -16,19 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from rightsizer.catalogue import Catalogue, VmSize, burstable_baseline
 from rightsizer.decide.approvals import parse_iso_utc
-from rightsizer.decide.confidence import (
-    STAT_FLOOR_PERCENT,
-    Confidence,
-    LimitCheck,
-    UsageEvidence,
-    hold_confidence,
-    usage_evidence,
-)
-from rightsizer.decide.forecast import forecast_p95
+from rightsizer.decide.confidence import STAT_FLOOR_PERCENT, Confidence, LimitCheck, hold_confidence
+from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import (
     HOURS_PER_MONTH,
     PREVIOUS_SIZE_TAG,
@@ -38,99 +27,20 @@ from rightsizer.domain import (
     Priority,
     VmInfo,
 )
-from rightsizer.metrics import VmUsage
 from rightsizer.settings import DAY_S, Settings
 
-
-@dataclass(frozen=True, slots=True)
-class UsageStats:
-    cpu_observed_p95: float
-    cpu_forecast_p95: float | None
-    cpu_mean: float
-    memory_observed: float | None
-    """Observed P95 or max of memory percent (per settings); None when memory is unknown."""
-    memory_forecast_p95: float | None
-    completeness: float
-    accuracy: float
-    method: str
-    notes: tuple[str, ...] = ()
-    cpu_forecast_error: float = 0.0
-    """The CPU forecast's backtest error in percentage points (0 without a forecast)."""
-    memory_forecast_error: float = 0.0
-    evidence: UsageEvidence | None = None
-    """Walk-forward samples of the VM's history the confidence is estimated from (None: no history)."""
-
-    @property
-    def cpu(self) -> float:
-        """The CPU statistic sized on."""
-        return max(self.cpu_observed_p95, self.cpu_forecast_p95 or 0.0)
-
-    @property
-    def memory(self) -> float | None:
-        if self.memory_observed is None:
-            return None
-        return max(self.memory_observed, self.memory_forecast_p95 or 0.0)
-
-    def as_dict(self) -> dict[str, float]:
-        out = {
-            "cpu_observed_p95": self.cpu_observed_p95,
-            "cpu_stat": self.cpu,
-            "cpu_mean": self.cpu_mean,
-            "completeness": self.completeness,
-            "forecast_accuracy": self.accuracy,
-        }
-        if self.cpu_forecast_p95 is not None:
-            out["cpu_forecast_p95"] = self.cpu_forecast_p95
-        if self.memory_observed is not None:
-            out["memory_observed"] = self.memory_observed
-            out["memory_stat"] = self.memory or 0.0
-        if self.memory_forecast_p95 is not None:
-            out["memory_forecast_p95"] = self.memory_forecast_p95
-        return {k: round(v, 4) for k, v in out.items()}
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.quantile(finite, q)) if len(finite) else math.nan
-
-
-def usage_stats(usage: VmUsage, now: float, settings: Settings) -> UsageStats:
-    cpu_values = usage.cpu.values
-    cpu_fc = forecast_p95(f"{usage.vm}/cpu", usage.cpu, now, settings.forecast)
-    notes = [n for n in (cpu_fc.note, usage.memory_note) if n]
-    accuracy = cpu_fc.accuracy
-    mem_obs = mem_fc_p95 = None
-    mem_error = 0.0
-    q = 1.0 if settings.thresholds.memory_statistic == "max" else 0.95
-    if usage.memory is not None:
-        mv = usage.memory.values
-        mem_obs = _quantile(mv, q)
-        mem_fc = forecast_p95(f"{usage.vm}/memory", usage.memory, now, settings.forecast)
-        mem_fc_p95 = mem_fc.p95
-        mem_error = mem_fc.error_points
-        accuracy = min(accuracy, mem_fc.accuracy)
-        if mem_fc.note and mem_fc.note not in notes:
-            notes.append(mem_fc.note)
-    finite_cpu = cpu_values[np.isfinite(cpu_values)]
-    return UsageStats(
-        cpu_observed_p95=_quantile(cpu_values, 0.95),
-        cpu_forecast_p95=cpu_fc.p95,
-        cpu_mean=float(finite_cpu.mean()) if len(finite_cpu) else math.nan,
-        memory_observed=mem_obs,
-        memory_forecast_p95=mem_fc_p95,
-        completeness=usage.completeness,
-        accuracy=accuracy,
-        method=cpu_fc.method,
-        notes=tuple(notes),
-        cpu_forecast_error=cpu_fc.error_points,
-        memory_forecast_error=mem_error,
-        evidence=usage_evidence(
-            cpu_values,
-            None if usage.memory is None else usage.memory.values,
-            usage.cpu.step_s,
-            memory_quantile=q,
-        ),
-    )
+__all__ = [
+    "Sizing",
+    "UsageStats",  # re-exported: defined in rightsizer.decide.usage_stats
+    "capability_problem",
+    "choose_size",
+    "cpu_limit",
+    "fits",
+    "is_user_facing",
+    "limit_checks",
+    "target_confidence",
+    "usage_stats",
+]
 
 
 def is_user_facing(vm: VmInfo) -> bool:

@@ -17,7 +17,8 @@ from rightsizer.decide.confidence import (
     usage_evidence,
     window_samples,
 )
-from rightsizer.decide.sizing import UsageStats, choose_size, target_confidence
+from rightsizer.decide.sizing import choose_size, target_confidence
+from rightsizer.decide.usage_stats import UsageStats
 from rightsizer.settings import DAY_S, Settings
 from tests.rightsizer.helpers import NOW, catalogue, size, vm
 

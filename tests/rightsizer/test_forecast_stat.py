@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rightsizer.decide.forecast import forecast_p95, profile_p95, theil_sen_slope
-from rightsizer.decide.sizing import usage_stats
+from rightsizer.decide.usage_stats import usage_stats
 from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv
 from rightsizer.metrics import VmUsage, usage_from_samples
 from rightsizer.settings import DAY_S, ForecastSettings, MetricsSettings, Settings
