@@ -18,6 +18,10 @@ least the current memory when memory was not measured):
 - advisor: Azure Advisor's rule: P95 CPU <= 40% (user-facing) / 80% and P100 memory <= 60% / 80% on the
   target, observed week 1 only.
 - krr: P95 CPU (needs vCPUs >= P95 usage) and memory max + 15% (needs memory >= 1.15 x max usage).
+- plain rule: vCPUs >= P95 CPU usage / 0.8 and memory >= max usage x 1.15 / 0.7 (no burstables, like the two
+  above).
+
+Also printed: the rows foresight skips, counted per gate ("no change" = keep rows: nothing cheaper fits).
 """
 
 from __future__ import annotations
@@ -192,6 +196,26 @@ def krr_targets(vms: Sequence[VmInfo], weeks: Mapping[str, Week], catalogue: Cat
     return out
 
 
+def plain_targets(vms: Sequence[VmInfo], weeks: Mapping[str, Week], catalogue: Catalogue) -> dict[str, str]:
+    """The plain rule: vCPUs for P95 CPU / 0.8 and memory for max x 1.15 / 0.7, week 1 observed only."""
+    out = {}
+    for vm in vms:
+        w = weeks[vm.id]
+        cpu95 = float(np.nanquantile(w.cpu, 0.95))
+        mem_known = bool(np.isfinite(w.mem).mean() > 0.95)
+        mem_max = float(np.nanmax(w.mem)) if mem_known else math.nan
+
+        def fits(cur: VmSize, cand: VmSize, cpu95: float = cpu95, mem_max: float = mem_max) -> bool:
+            if cpu95 / 100 * cur.vcpus / 0.8 > cand.vcpus:
+                return False
+            if math.isnan(mem_max):
+                return cand.memory_gib >= cur.memory_gib
+            return mem_max / 100 * cur.memory_gib * 1.15 / 0.7 <= cand.memory_gib
+
+        out[vm.id] = cheapest(vm, catalogue, fits)
+    return out
+
+
 def foresight_targets(
     vms: Sequence[VmInfo],
     usage: Mapping[str, VmUsage],
@@ -253,6 +277,7 @@ def main() -> None:
         replay("foresight (no gates)", vms, ungated, week2, catalogue),
         replay("advisor-style", vms, advisor_targets(vms, week1, catalogue), week2, catalogue),
         replay("krr-style", vms, krr_targets(vms, week1, catalogue), week2, catalogue),
+        replay("plain rule", vms, plain_targets(vms, week1, catalogue), week2, catalogue),
         replay("no change", vms, {}, week2, catalogue),
     ]
     print(

@@ -141,9 +141,12 @@ def recommend(
             )
         if skip is not None:
             gate, reason = skip
+            why = c.sizing.reason
             if gate == "confidence":
                 reason = _confidence_skip(c.sizing, settings)
-            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({c.sizing.reason})", gate, c.sizing, conf)
+            else:
+                why = _with_confidence(why, c.sizing)
+            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({why})", gate, c.sizing, conf)
             continue
         result = approval_gate(c.vm, c.sizing.action, c.sizing.target, c.sizing.monthly_savings, now, settings)
         out[c.vm.id] = _rec(
