@@ -257,15 +257,20 @@ def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: S
             problem=True,
             stats=detail,
         )
+    current_misfit = fits(vm, current, current, stats, settings)
+    # Fitting sizes, cheapest first. Pay-as-you-go sizes come cheapest first, so the scan stops once nothing
+    # further could be picked: after the first fit of an undersized VM, or past the minimum-change price.
+    max_price = current_hourly * (1.0 - t.min_saving_fraction)
     fitting: list[tuple[VmSize, float]] = []
     for candidate, payg in catalogue.priced_sizes(vm.region, vm.os):
+        if not spot and fitting and (current_misfit is not None or payg > max_price):
+            break
         price = catalogue.hourly(candidate.name, vm.region, vm.os, spot=True) if spot else payg
         if price is None or capability_problem(vm, current, candidate) is not None:
             continue
         if fits(vm, current, candidate, stats, settings) is None:
             fitting.append((candidate, price))
-    fitting.sort(key=lambda cp: cp[1])  # stable: equal prices keep the catalogue's order
-    current_misfit = fits(vm, current, current, stats, settings)
+    fitting.sort(key=lambda cp: cp[1])  # stable: equal prices keep the catalogue's order (Spot prices differ)
     pick = _pick_target(vm, current, current_hourly, fitting, stats, settings, undersized=current_misfit is not None)
     passed_over = f" ({pick.passed_over})" if pick is not None and pick.passed_over else ""
     if pick is not None:
