@@ -5,17 +5,18 @@ The limits are the ones the size was chosen for, on the *target* size: P95 CPU u
 mean CPU under its baseline. The estimate is a walk-forward backtest on the VM's own history:
 
 1. **Windows.** The history is cut into whole days (a day is the shortest window that holds a VM's daily
-   cycle). For every day ``k`` after the first, the statistic learned from all the days before it is
-   compared with the statistic the day itself realised: ``r_k = realised_k / learned_k``, i.e. how much more
-   (or less) than "what the past said" the next window needed. With 7 days of history that is 6 windows,
-   with 14 days 13 (the learning part grows from 1 to 13 days). A day's statistic varies more than a week's,
-   so judging the coming week by single days errs on the safe side.
+   cycle). For every day from the third on, the statistic learned from all the days before it is compared
+   with the statistic the day itself realised: ``r_k = realised_k / learned_k``, i.e. how much more (or
+   less) than "what the past said" the next window needed. With 7 days of history that is 5 windows, with
+   14 days 12 (the learning part grows from 2 to 13 days; one day says nothing of a VM whose days differ).
+   A day's statistic varies more than a week's, so judging the coming week by single days errs on the
+   safe side.
 2. **Margin.** The target leaves a headroom ``h = limit / statistic on the target``: it holds as long as the
    coming week needs less than ``h`` times what the history says. ``log r`` is treated as normal with unknown
    mean and variance, so the next window's ``log r`` follows the Student-t *predictive* distribution:
    centre the mean of the ``log r_k``, scale ``s * sqrt(1 + 1/n)``, ``n - 1`` degrees of freedom. Few
-   windows mean heavy tails and a lower probability: this is the small-sample honesty (6 windows give
-   t with 5 degrees of freedom, far more cautious than a raw frequency of 6/6 = 100 %).
+   windows mean heavy tails and a lower probability: this is the small-sample honesty (5 windows give
+   t with 4 degrees of freedom, far more cautious than a raw frequency of 5/5 = 100 %).
 3. **Forecast error.** The forecast's own error (its backtest error in points, relative to the statistic) is
    added to the scale as an independent spread: ``scale^2 = s^2 (1 + 1/n) + log(1 + e)^2``.
 4. **Limits together.** ``P(hold) = P(every limit holds) >= 1 - sum(P(limit breached))`` (the union bound:
@@ -166,7 +167,7 @@ class Confidence:
     @property
     def reason(self) -> str:
         """What the confidence rests on, e.g. ``holds in 6/6 past days; P95 CPU on target 31% vs limit 80%``."""
-        if self.windows < MIN_WINDOWS and not self.outcomes:
+        if self.windows < MIN_WINDOWS:
             return self.note or "no history to judge the target on"
         parts = [f"holds in {self.held}/{self.windows} past days"]
         for o in self.outcomes:
@@ -243,13 +244,15 @@ def hold_confidence(checks: Sequence[LimitCheck]) -> Confidence:
     outcomes = tuple(limit_outcome(c) for c in checks)
     windows = min(o.check.samples.n for o in outcomes)
     if windows < MIN_WINDOWS:
-        days = windows + 1 if windows else "fewer than 2"
         return Confidence(
             0.0,
             windows,
             0,
             outcomes,
-            note=f"too little history to judge the target: {days} whole days (needs {MIN_WINDOWS + 1})",
+            note=(
+                f"too little history to judge the target: {windows} walk-forward day(s), needs {MIN_WINDOWS} "
+                f"({MIN_LEARNING_WINDOWS + MIN_WINDOWS} whole days)"
+            ),
         )
     any_breach = [any(o.breached[i] for o in outcomes if i < len(o.breached)) for i in range(windows)]
     held = windows - sum(any_breach)
