@@ -245,7 +245,9 @@ class BoundedHttpServer:
             read_timeout_s=read_timeout_s,
             request_deadline_s=request_deadline_s,
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
 
     @property
     def port(self) -> int:

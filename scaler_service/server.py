@@ -238,14 +238,16 @@ class ScalerServer:
         if self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace_s is None else grace_s
-        deadline = time.monotonic() + grace
+        # The HTTP server and the process exit need a moment after the loops: keep it inside the grace period.
+        deadline = time.monotonic() + grace - min(0.5, grace / 4)
         self._serving = False
         self.health.enter_graceful_shutdown()
         self.servicer.shutdown()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 1.0)
-        self.engine.stop(timeout=max(0.5, deadline - time.monotonic()))
-        self.cache.stop(timeout=max(0.5, deadline - time.monotonic()))
+            remaining = max(0.0, deadline - time.monotonic())
+            self._grpc.stop(remaining).wait(remaining + 0.1)
+        self.engine.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.cache.stop(timeout=max(0.0, deadline - time.monotonic()))
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()
