@@ -233,3 +233,20 @@ def test_clean_samples_rules() -> None:
     assert isinstance(refused, RefusedSamples) and "cpu_percent -0.5" in refused.reason
     refused = clean_samples(np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.array([1.0, 170.0]))
     assert isinstance(refused, RefusedSamples) and "memory_percent 170" in refused.reason
+
+
+def test_utf8_is_checked_across_read_chunks(tmp_path: Path) -> None:
+    from rightsizer.files import FileProblem, read_bytes
+
+    good = tmp_path / "good.csv"
+    text = "é" * 700_000  # 1.4 MB: characters straddle the 1 MiB read chunks
+    good.write_text(text, encoding="utf-8")
+    assert read_bytes(good, "metrics", utf8=True).decode("utf-8") == text
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("é".encode() * 600_000 + b"\xff" + b"x" * 10)
+    with pytest.raises(FileProblem, match="byte 0xff at offset 1200000"):
+        read_bytes(bad, "metrics", utf8=True)
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(b"abc" + "é".encode()[:1])  # a character cut off at the end of the file
+    with pytest.raises(FileProblem, match="at offset 3"):
+        read_bytes(cut, "metrics", utf8=True)
