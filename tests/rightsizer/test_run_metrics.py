@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rightsizer.audit import AuditLog
 from rightsizer.cli import main
-from tests.rightsizer.test_input_robustness import T0, metric_rows, vm_entry, write_inputs
+from tests.rightsizer.offline import T0, metric_rows, vm_entry, write_inputs
 from tests.support.pushgateway import Pushgateway, metric_families, pushgateway  # noqa: F401  (fixture)
 
 CONTRACT_METRICS = (
