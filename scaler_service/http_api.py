@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from scaler_service.decision import ServedValue
 from scaler_service.engine import SeriesEngine, Subscription
 from scaler_service.trigger import format_duration
+from scaler_service.web import page as web_page
 
 log = structlog.get_logger(__name__)
 
@@ -178,9 +179,13 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
+            def _send(
+                self, code: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...] = ()
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
+                for header, value in headers:
+                    self.send_header(header, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -204,8 +209,10 @@ class HttpServer:
                         )
                         body = json.dumps({"scaledObjects": doc}, separators=(",", ":"), allow_nan=False).encode()
                         self._send(200, body, "application/json")
+                    elif page := web_page.respond(engine_, cache_, forecast_view, url.path, url.query, now=clock()):
+                        self._send(page.status, page.body, page.content_type, page.headers)
                     else:
-                        self._send(404, b"not found: try /metrics, /forecast or /healthz\n", "text/plain")
+                        self._send(404, b"not found: try /, /metrics, /forecast or /healthz\n", "text/plain")
                 except Exception as exc:
                     log.exception("http handler failed", path=url.path)
                     self._send(500, f"internal error: {exc}\n".encode(), "text/plain")
