@@ -106,7 +106,7 @@ class RunningScaler:
         return doc
 
 
-def _fitted(scaler: RunningScaler) -> bool:
+def fitted(scaler: RunningScaler) -> bool:
     try:
         views = scaler.forecast()
     except OSError:
@@ -160,7 +160,7 @@ def installed_scaler(installed: Install, tmp_path_factory: pytest.TempPathFactor
         for name, metadata in OBJECTS.items():
             client.keda_poll(NAMESPACE, name, metadata)
         deadline = time.monotonic() + FIT_TIMEOUT_S
-        while not _fitted(scaler):
+        while not fitted(scaler):
             assert proc.poll() is None, f"the installed scaler exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no fit within {FIT_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
             time.sleep(1.0)

@@ -17,7 +17,8 @@ RATE_INTERVAL = "5m"
 
 # Series Prometheus itself (or the Pushgateway) makes, which no service of ours exports.
 PROMETHEUS_OWN = frozenset({"up", "push_time_seconds", "push_failure_time_seconds"})
-_IDENTIFIER = re.compile(r"(?<![\w:.$\"'])([a-zA-Z_:][a-zA-Z0-9_:]*)\b")
+_KEYWORDS = frozenset({"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool"})
+_KEYWORDS |= {"offset", "inf", "nan"}
 _OURS = re.compile(r"\b((?:foresight|rightsizer)_[a-zA-Z0-9_]+)\b")
 
 
@@ -59,6 +60,21 @@ def as_promql(expr: str) -> str:
 def metric_names(expr: str) -> set[str]:
     """Our metric names in a PromQL expression (every name of ours starts with foresight_ or rightsizer_)."""
     return set(_OURS.findall(expr))
+
+
+def selected_metrics(expr: str) -> set[str]:
+    """Every metric name a PromQL expression selects: identifiers that are not functions, keywords, label names in
+    matchers or grouping clauses, durations or strings."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)  # label lists
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range durations
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if not call and name.lower() not in _KEYWORDS:
+            names.add(name)
+    return names
 
 
 def write_rule_file(path: Path, groups: dict[str, Any]) -> Path:
