@@ -13,7 +13,8 @@ from forecasting.models.base import FittedModel
 from forecasting.serving import ServingModel
 from forecasting.store import FitClaim, NotDue, StoreUnavailable
 from scaler_service.store.base import FetchClaim, StoreMode
-from scaler_service.store.redis_store import RedisConfigError, RedisStore, parse_store_url, read_password
+from scaler_service.store.address import RedisConfigError, parse_store_url, read_password
+from scaler_service.store.redis_store import RedisStore
 from scaler_service.store.state import SeriesState, SharedBreaker, decode_state, encode_state
 from tests.support.redis import RedisServer
 
