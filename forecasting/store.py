@@ -101,7 +101,7 @@ def model_from_text(key: str, text: str | bytes) -> ServingModel:
         raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
     model = ServingModel.from_json(doc)  # ServingFormatError is a ValueError
     if model.key != key:
-        raise ValueError(f"the stored model is for key {model.key!r}")
+        raise ValueError(f"the stored model is of another key: {model.key!r}")
     return model
 
 

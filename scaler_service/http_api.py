@@ -118,6 +118,7 @@ def _one(engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float)
         m = snap.model
         doc["model"] = {
             "name": m.name,
+            "generation": engine.model_generation(key),
             "confidence": _num(m.confidence),
             "over_forecast_confidence": _num(m.over_forecast_confidence),
             "fitted_at": m.fitted_at,
@@ -169,6 +170,7 @@ class HttpServer:
         cache: StatusView,
         healthy: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        detail: Callable[[], str] | None = None,
     ) -> None:
         registry_ = registry
         engine_ = engine
@@ -192,7 +194,10 @@ class HttpServer:
                         self._send(200, generate_latest(registry_), CONTENT_TYPE_LATEST)
                     elif url.path == "/healthz":
                         ok = healthy()
-                        self._send(200 if ok else 503, b"ok\n" if ok else b"shutting down\n", "text/plain")
+                        text = "ok\n" if ok else "shutting down\n"
+                        if detail is not None:
+                            text += detail() + "\n"
+                        self._send(200 if ok else 503, text.encode(), "text/plain")
                     elif url.path == "/forecast":
                         q = parse_qs(url.query)
                         doc = forecast_view(

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import structlog
 
-from forecasting.store import NotDue, StoreUnavailable
+from forecasting.store import ModelStore, NotDue, StoreUnavailable
 from scaler_service.store.state import SeriesState
 
 log = structlog.get_logger(__name__)
@@ -78,6 +78,10 @@ class SeriesStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SharedStore(SeriesStore, ModelStore, Protocol):
+    """Both sides in one object: what the server builds from ``--store`` and gives the engine and the cache."""
 
 
 class StoreHealth:
@@ -161,4 +165,4 @@ def _iso(ts: float | None) -> str:
     return "?" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-__all__ = ["FetchClaim", "SeriesStore", "StoreHealth", "StoreMode", "StoreUnavailable"]
+__all__ = ["FetchClaim", "SeriesStore", "SharedStore", "StoreHealth", "StoreMode", "StoreUnavailable"]

@@ -12,8 +12,8 @@ from forecasting.curve import ForecastCurve
 from forecasting.models.base import FittedModel
 from forecasting.serving import ServingModel
 from forecasting.store import FitClaim, NotDue, StoreUnavailable
-from scaler_service.store.base import FetchClaim, StoreMode
 from scaler_service.store.address import RedisConfigError, parse_store_url, read_password
+from scaler_service.store.base import FetchClaim, StoreMode
 from scaler_service.store.redis_store import RedisStore
 from scaler_service.store.state import SeriesState, SharedBreaker, decode_state, encode_state
 from tests.support.redis import RedisServer
@@ -102,10 +102,10 @@ def test_dead_holder_loses_its_claim_within_one_lease(stores: Callable[..., Redi
 
 
 def test_a_held_lease_is_renewed_while_the_work_runs(stores: Callable[..., RedisStore]) -> None:
-    a, b = stores(lease_s=0.3), stores(lease_s=0.3)
+    a, b = stores(lease_s=1.0), stores(lease_s=1.0)
     claim = a.claim_fit("k", time.time())
     assert isinstance(claim, FitClaim)
-    time.sleep(1.0)  # three leases long
+    time.sleep(3.0)  # three leases long: renewed every third of a lease
     assert isinstance(b.claim_fit("k", time.time()), NotDue)
     a.finish_fit(claim, next_due_at=time.time() + 60)
     due = b.claim_fit("k", time.time())
