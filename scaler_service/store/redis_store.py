@@ -201,9 +201,15 @@ class RedisStore:
                     results = self._call(functools.partial(self._renew_all, held))
                 except StoreUnavailable:
                     continue
-                for (lease_key, _token), renewed in zip(held, results, strict=True):
-                    if not renewed:
-                        self._release(lease_key)
+                for (lease_key, token), renewed in zip(held, results, strict=True):
+                    if renewed:
+                        continue
+                    with self._held_lock:
+                        # Not lost when the work finished (and released it) since the list was taken.
+                        lost = self._held.get(lease_key) == token
+                        if lost:
+                            del self._held[lease_key]
+                    if lost:
                         self.leases_lost_total += 1
                         log.warning("lease lost before the work finished: another replica may redo it", lease=lease_key)
             now = self._clock()
