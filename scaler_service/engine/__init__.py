@@ -25,7 +25,12 @@ from scaler_service.engine.core import (
 )
 from scaler_service.engine.fitting import FitFactory, FitFunction, default_fit_factory
 from scaler_service.engine.records import RECORDS_HEADER, record_path
-from scaler_service.engine.series import MAX_RECENT_POINTS, RECENT_PEAK_WINDOW_S, RECENT_SPAN_S
+from scaler_service.engine.series import (
+    MAX_COMPARED_PER_WINDOW,
+    MAX_RECENT_POINTS,
+    RECENT_PEAK_WINDOW_S,
+    RECENT_SPAN_S,
+)
 from scaler_service.engine.types import (
     BreakerEvent,
     BreakerState,
@@ -40,6 +45,7 @@ from scaler_service.sources.base import QueryError
 
 __all__ = [
     "BREAKER_OPEN_RATIO",
+    "MAX_COMPARED_PER_WINDOW",
     "MAX_RECENT_POINTS",
     "RECENT_PEAK_WINDOW_S",
     "RECENT_SPAN_S",

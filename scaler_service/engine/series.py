@@ -36,6 +36,8 @@ RECENT_PEAK_WINDOW_S = 1800.0
 RECENT_SPAN_S = 7200.0
 """Recent observations kept per series (anchoring needs 1 h; /forecast shows 2 h)."""
 MAX_RECENT_POINTS = 720
+MAX_COMPARED_PER_WINDOW = 20
+"""Forecast-vs-actual pairs kept per live window (a sample of the window on querySteps finer than 30 s)."""
 
 
 class Series:
@@ -65,7 +67,12 @@ class Series:
         self.latency_watches: dict[tuple[str, float], BreakerState] = {}
         self.subscriptions: dict[SubscriptionKey, Subscription] = {}
         self.dropped = False
-        self.steps_per_window = window_steps(live_window_s, key.step_s)
+        raw = window_steps(live_window_s, key.step_s)
+        self.compare_stride = max(1, math.ceil(raw / MAX_COMPARED_PER_WINDOW))
+        """Grid points per comparison cell: 1, except on fine steps, where a live window would otherwise hold
+        hundreds of pairs per series (600 at queryStep 1s) and the comparisons thousands."""
+        self.steps_per_window = max(1, raw // self.compare_stride)
+        """Comparison cells per live window."""
 
     # --- observations ----------------------------------------------------------------------------------
 
@@ -123,7 +130,7 @@ class Series:
                 self.compared,
                 model,
                 factor,
-                [(bucket, bucket * self.key.step_s, actual)],
+                [(bucket // self.compare_stride, bucket * self.key.step_s, actual)],  # fine steps: newest per cell
                 steps_per_window=self.steps_per_window,
             )
 
@@ -135,12 +142,12 @@ class Series:
         if model is None:
             return
         step = self.key.step_s
-        recent = sorted(self.obs)[-(LIVE_WINDOWS + 1) * self.steps_per_window :]
+        recent = sorted(self.obs)[-(LIVE_WINDOWS + 1) * self.steps_per_window * self.compare_stride :]
         compare_forecast(
             self.compared,
             model,
             factor,
-            [(i, i * step, self.obs[i]) for i in recent],
+            [(i // self.compare_stride, i * step, self.obs[i]) for i in recent],
             steps_per_window=self.steps_per_window,
         )
 
