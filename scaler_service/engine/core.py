@@ -62,6 +62,9 @@ STALE_MIN_S = 900.0
 REFIT_REQUEST_COOLDOWN_S = 900.0
 CLAIM_SPREAD_S = 0.1
 """Replicas that find a fetch due try to claim it up to this much apart, so the winner varies."""
+SHARED_STATE_WAIT_S = 0.5
+"""A replica new to a series whose first claim lost waits this long for the winner's state, then fetches once
+itself: a fetch worker is not held longer when thousands of series arrive at once (a restart of the fleet)."""
 
 
 class ModelCacheView(Protocol):
@@ -410,7 +413,7 @@ class SeriesEngine:
 
     def _await_shared_state(self, series: Series) -> None:
         """A new replica whose first claim lost: the winner hands its state on within a moment."""
-        deadline = time.monotonic() + self._settings.first_fetch_max_wait_s
+        deadline = time.monotonic() + min(SHARED_STATE_WAIT_S, self._settings.first_fetch_max_wait_s)
         while time.monotonic() < deadline:
             try:
                 state = self._store.load_states([series.id]).get(series.id)

@@ -60,7 +60,7 @@ class Replica:
             return exc.read().decode()
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = self._get("/metrics").decode()
+        text = self._get("/metrics", timeout=120.0).decode()  # large at 10,000 series on a loaded machine
         out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
