@@ -1,6 +1,8 @@
 """The inside of the scaler, one job per module:
 
-- :mod:`~scaler_service.engine.core`: :class:`SeriesEngine`, the request path and each series' fetch;
+- :mod:`~scaler_service.engine.core`: :class:`SeriesEngine`, the request path, registration and claiming each
+  fetch (with a shared store);
+- :mod:`~scaler_service.engine.fetch`: one fetch of one series, its live scoring and refit requests;
 - :mod:`~scaler_service.engine.scheduler`: when each series is fetched next (a heap, a thread, a pool);
 - :mod:`~scaler_service.engine.series`: one series' state and the computations on its recent observations;
 - :mod:`~scaler_service.engine.breaker`: the latency circuit breaker;
@@ -15,14 +17,8 @@ shared with the capacity backtest.
 
 from scaler_service.decision import LiveAccuracy
 from scaler_service.engine.breaker import BREAKER_OPEN_RATIO
-from scaler_service.engine.core import (
-    REFIT_REQUEST_COOLDOWN_S,
-    STALE_MIN_S,
-    EngineSettings,
-    ModelCacheView,
-    OptOutReader,
-    SeriesEngine,
-)
+from scaler_service.engine.core import STALE_MIN_S, EngineSettings, OptOutReader, SeriesEngine
+from scaler_service.engine.fetch import REFIT_REQUEST_COOLDOWN_S
 from scaler_service.engine.fitting import FitFactory, FitFunction, default_fit_factory
 from scaler_service.engine.records import RECORDS_HEADER, record_path
 from scaler_service.engine.series import (
@@ -35,6 +31,7 @@ from scaler_service.engine.types import (
     BreakerEvent,
     BreakerState,
     CapacityExceeded,
+    ModelCacheView,
     NoData,
     SeriesSnapshot,
     Stale,

@@ -20,7 +20,6 @@ its worker is replaced, and :meth:`SeriesEngine.stop` never waits on a fetch bey
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import threading
 import time
@@ -32,25 +31,25 @@ from typing import Protocol
 
 import structlog
 
-from forecasting.serving import ServingModel
-from forecasting.store import NotDue, StoredModel, StoreUnavailable
+from forecasting.store import NotDue, StoreUnavailable
 from scaler_service.decision import LIVE_WINDOW_S, Mode, ServedValue, decide_served_value
-from scaler_service.engine.breaker import watch_latency
-from scaler_service.engine.fitting import FitFactory, FitFunction
-from scaler_service.engine.mirror import MirrorRefresh
+from scaler_service.engine.fetch import SeriesFetcher, rescore_if_new
+from scaler_service.engine.fitting import FitFactory
+from scaler_service.engine.mirror import MirrorRefresh, apply_changes, await_shared_state, join_shared
 from scaler_service.engine.records import append_record
 from scaler_service.engine.scheduler import FetchScheduler
 from scaler_service.engine.series import Series
 from scaler_service.engine.types import (
     BreakerState,
     CapacityExceeded,
+    ModelCacheView,
     NoData,
     SeriesSnapshot,
     Stale,
     Subscription,
     SubscriptionKey,
 )
-from scaler_service.sources.base import DataSource, SourceError, SourceUnavailable
+from scaler_service.sources.base import DataSource, SourceUnavailable
 from scaler_service.store.base import FetchClaim, SharedStore, StoreMode
 from scaler_service.store.memory import MemoryStore
 from scaler_service.trigger import SeriesKey, TriggerSpec, format_duration
@@ -59,30 +58,11 @@ log = structlog.get_logger(__name__)
 
 STALE_MIN_S = 900.0
 """Data older than max(3 steps, this) is stale."""
-REFIT_REQUEST_COOLDOWN_S = 900.0
 CLAIM_SPREAD_S = 0.1
 """Replicas that find a fetch due try to claim it up to this much apart, so the winner varies."""
 SHARED_STATE_WAIT_S = 0.5
 """A replica new to a series whose first claim lost waits this long for the winner's state, then fetches once
 itself: a fetch worker is not held longer when thousands of series arrive at once (a restart of the fleet)."""
-
-
-class ModelCacheView(Protocol):
-    """What the engine needs of :class:`forecasting.cache.ModelCache`."""
-
-    def get(self, key: str) -> ServingModel | None: ...
-
-    def generation(self, key: str) -> int: ...
-
-    def current(self, key: str) -> tuple[ServingModel | None, int]: ...
-
-    def adopt(self, key: str, stored: StoredModel) -> bool: ...
-
-    def register(self, key: str, fit_fn: FitFunction, *, refit_interval_s: float | None = None) -> None: ...
-
-    def unregister(self, key: str) -> None: ...
-
-    def request_refit(self, key: str) -> bool: ...
 
 
 class OptOutReader(Protocol):
@@ -146,11 +126,17 @@ class SeriesEngine:
         self._mirror = (
             MirrorRefresh(self._store, self._apply_changes, settings.mirror_interval_s) if self._store.shared else None
         )
+        self._fetcher = SeriesFetcher(cache, on_new_step=self._record)
         self._rng = random.Random()
-        self.breaker_events_total = 0
-        self.fetches_total = 0
+
+    @property
+    def fetches_total(self) -> int:
         """Latest-value queries this replica sent to its sources (the series' own query, not latency queries)."""
-        self._counter_lock = threading.Lock()
+        return self._fetcher.fetches_total
+
+    @property
+    def breaker_events_total(self) -> int:
+        return self._fetcher.breaker_events_total
 
     @property
     def store(self) -> SharedStore:
@@ -284,21 +270,8 @@ class SeriesEngine:
         except Exception:
             log.exception("model cache registration failed: serving observed values", series=series.id)
         if self._store.shared:
-            self._join_shared(series)
+            join_shared(series, self._store, self._cache, self._clock())
         self._tick_and_reschedule(series, first=True)
-
-    def _join_shared(self, series: Series) -> None:
-        """Start from what the other replicas know of the series (its shared state) when there is any."""
-        now = self._clock()
-        try:
-            self._store.register_series(series.id, now)
-            state = self._store.load_states([series.id]).get(series.id)
-        except StoreUnavailable:
-            return
-        if state is not None and series.is_newer(state):
-            with series.lock:
-                series.adopt(state)
-                series.snapshot = series.build_snapshot(self._cache.get(series.id), now)
 
     def _refresh_model(self, series: Series, snap: SeriesSnapshot) -> SeriesSnapshot:
         """Pick up a model fitted (or mirrored) since the last fetch (a memory read and a small numpy sum)."""
@@ -311,17 +284,13 @@ class SeriesEngine:
             snap = series.snapshot
             model, generation = self._cache.current(series.id)
             if model is not snap.model:
-                self._rescore_if_new(series, model, generation)
+                rescore_if_new(series, model, generation)
                 factor = series.factor(model)
                 snap = replace(snap, model=model, factor=factor, live=series.build_snapshot(model, self._clock()).live)
                 series.snapshot = snap
             return snap
         finally:
             series.lock.release()
-
-    def _rescore_if_new(self, series: Series, model: ServingModel | None, generation: int) -> None:
-        if generation != series.compared_generation or model is None:
-            series.rescore(model, series.factor(model), generation)
 
     # --- views (metrics, /forecast) ---------------------------------------------------------------
 
@@ -393,16 +362,17 @@ class SeriesEngine:
                 result = None  # within the grace: fetch alone
             if isinstance(result, NotDue):
                 if first and series.last_fetch_at is None:
-                    self._await_shared_state(series)
+                    wait = min(SHARED_STATE_WAIT_S, self._settings.first_fetch_max_wait_s)
+                    await_shared_state(series, self._store, self._cache, self._clock, wait)
                     if series.last_fetch_at is None:
-                        self._fetch(series, now)  # nobody handed anything on in time: one fetch of our own
+                        self._fetcher.fetch(series, now)  # nobody handed anything on in time: one fetch of our own
                 return max(0.01, result.due_at - self._clock()) + self._rng.uniform(0.0, CLAIM_SPREAD_S)
             if isinstance(result, FetchClaim):
                 claim = result
                 if result.state is not None and series.is_newer(result.state):
                     with series.lock:
                         series.adopt(result.state)
-        self._fetch(series, now)
+        self._fetcher.fetch(series, now)
         delay = interval if series.failures == 0 else min(interval, 0.5 * 2 ** min(series.failures, 7))
         if claim is not None:
             with contextlib.suppress(StoreUnavailable):
@@ -410,115 +380,6 @@ class SeriesEngine:
             # The last fetcher tries again no earlier than the others, so fetches spread over the replicas.
             return delay + self._rng.uniform(0.0, CLAIM_SPREAD_S)
         return delay
-
-    def _await_shared_state(self, series: Series) -> None:
-        """A new replica whose first claim lost: the winner hands its state on within a moment."""
-        deadline = time.monotonic() + min(SHARED_STATE_WAIT_S, self._settings.first_fetch_max_wait_s)
-        while time.monotonic() < deadline:
-            try:
-                state = self._store.load_states([series.id]).get(series.id)
-            except StoreUnavailable:
-                return
-            if state is not None and series.is_newer(state):
-                with series.lock:
-                    series.adopt(state)
-                    series.snapshot = series.build_snapshot(self._cache.get(series.id), self._clock())
-                return
-            time.sleep(0.05)
-
-    def _fetch(self, series: Series, now: float) -> None:
-        key = series.key
-        with self._counter_lock:
-            self.fetches_total += 1
-        try:
-            latest = series.source.fetch_latest(key.query, now)
-        except SourceError as exc:
-            with series.lock:
-                series.failures += 1
-                if series.error is None:
-                    series.error_since = now
-                series.error = exc
-                series.last_fetch_at = now
-                series.snapshot = replace(series.snapshot, error=exc, error_since=series.error_since, last_fetch_at=now)
-            if series.failures in (1, 10) or series.failures % 100 == 0:
-                log.warning("series fetch failed", series=series.id, error=str(exc), failures=series.failures)
-            return
-        if series.failures:
-            log.info("series fetch recovered", series=series.id, after_failures=series.failures)
-        series.failures = 0
-        new_step = False
-        with series.lock:
-            snap = series.snapshot
-            model, generation = self._cache.current(series.id)
-            factor = snap.factor
-            if generation != series.compared_generation:
-                factor = series.factor(model)
-                self._rescore_if_new(series, model, generation)
-            # NaN (e.g. 0/0) is a missing value, not zero: it does not refresh the data's age.
-            if latest is not None and (not math.isfinite(latest[0]) or math.isnan(latest[1])):
-                latest = None
-            if latest is not None:
-                ts, value = latest
-                if series.latest is None or ts > series.latest[0]:
-                    bucket = int(ts // key.step_s)
-                    # Forecast-vs-actual and observe records count once per step, however often we fetch.
-                    if bucket not in series.obs:
-                        new_step = True
-                        series.compare(model, factor, bucket, value)
-                    series.add_observation(bucket, value)
-                    series.latest = latest
-            if not series.seeded and latest is not None:
-                self._seed(series, now)
-            series.prune(now)
-            series.error = None
-            series.error_since = None
-            series.last_fetch_at = now
-            series.snapshot = series.build_snapshot(model, now)
-        self._watch_latency(series, now)
-        self._maybe_request_refit(series, now)
-        if new_step and latest is not None:
-            self._record(series, latest[0])
-
-    def _seed(self, series: Series, now: float) -> None:
-        """Fill recent observations with one range query so anchoring and the breaker peak work at once."""
-        from scaler_service.engine.series import RECENT_SPAN_S
-
-        key = series.key
-        try:
-            samples = series.source.fetch_range(key.query, now - RECENT_SPAN_S, now, key.step_s)
-        except SourceError as exc:
-            log.info("recent history not available yet", series=series.id, error=str(exc))
-            return
-        series.seed(samples.timestamps, samples.values)
-
-    def _watch_latency(self, series: Series, now: float) -> None:
-        if not series.latency_watches:
-            return
-        changed, events = watch_latency(series.id, series.source, series.latency_watches, now)
-        self.breaker_events_total += events
-        if changed:
-            with series.lock:
-                series.snapshot = replace(series.snapshot, breakers=dict(series.latency_watches))
-
-    def _maybe_request_refit(self, series: Series, now: float) -> None:
-        snap = series.snapshot
-        live = snap.live.confidence
-        if live is None or snap.model is None:
-            return
-        wanted = max((s.spec.min_confidence for s in list(series.subscriptions.values())), default=1.0)
-        if live < wanted and now - series.last_refit_request > REFIT_REQUEST_COOLDOWN_S:
-            series.last_refit_request = now
-            started = self._cache.request_refit(series.id)
-            gate = snap.live.gate_confidence
-            log.warning(
-                "live accuracy below minConfidence: refitting"
-                + ("; serving reactively (the forecast runs high)" if gate is not None and gate < wanted else ""),
-                series=series.id,
-                live_confidence=round(live, 3),
-                live_overshoot=None if snap.live.overshoot is None else round(snap.live.overshoot, 3),
-                min_confidence=wanted,
-                refit_started=started,
-            )
 
     def _record(self, series: Series, ts: float) -> None:
         """Observe mode: what was served and what predictive would have served, per ScaledObject per step."""
@@ -534,42 +395,8 @@ class SeriesEngine:
             if self._settings.records_dir is not None:
                 append_record(self._settings.records_dir, sub.key, row)
 
-    # --- the mirror (shared store) ------------------------------------------------------------------
-
     def _apply_changes(self, series_ids: list[str]) -> None:
-        """Bring the local series among ``series_ids`` up to date with the store: models first, then state."""
-        local = [self._by_id[i] for i in series_ids if i in self._by_id]
-        if not local:
-            return
-        ids = [s.id for s in local]
-        generations = self._store.model_generations(ids)
-        for sid, generation in generations.items():
-            if generation > self._cache.generation(sid):
-                stored = self._store.load(sid)
-                if stored is not None:
-                    self._cache.adopt(sid, stored)
-        states = self._store.load_states(ids)
-        now = self._clock()
-        for series in local:
-            state = states.get(series.id)
-            new_step_ts: float | None = None
-            with series.lock:
-                model, generation = self._cache.current(series.id)
-                if state is not None and series.is_newer(state):
-                    before = series.latest
-                    series.adopt(state)
-                    latest = series.latest
-                    if latest is not None and (
-                        before is None or int(latest[0] // series.key.step_s) != int(before[0] // series.key.step_s)
-                    ):
-                        new_step_ts = latest[0]
-                elif model is series.snapshot.model:
-                    continue
-                if generation != series.compared_generation:
-                    self._rescore_if_new(series, model, generation)
-                series.snapshot = series.build_snapshot(model, now)
-            if new_step_ts is not None:
-                self._record(series, new_step_ts)
+        apply_changes(series_ids, self._by_id, self._store, self._cache, self._clock(), self._record)
 
     # --- housekeeping -------------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from forecasting.serving import ServingModel
+from forecasting.store import StoredModel
 from scaler_service.decision import LiveAccuracy, ServedValue
 from scaler_service.sources.base import FloatArray, SourceError
 from scaler_service.trigger import TriggerSpec
@@ -90,10 +92,35 @@ class Subscription:
     last_served: ServedValue | None = None
 
 
+class ModelCacheView(Protocol):
+    """What the engine needs of :class:`forecasting.cache.ModelCache`."""
+
+    def get(self, key: str) -> ServingModel | None: ...
+
+    def generation(self, key: str) -> int: ...
+
+    def current(self, key: str) -> tuple[ServingModel | None, int]: ...
+
+    def adopt(self, key: str, stored: StoredModel) -> bool: ...
+
+    def register(
+        self,
+        key: str,
+        fit_fn: Callable[[str, ServingModel | None], ServingModel],
+        *,
+        refit_interval_s: float | None = None,
+    ) -> None: ...
+
+    def unregister(self, key: str) -> None: ...
+
+    def request_refit(self, key: str) -> bool: ...
+
+
 __all__ = [
     "BreakerEvent",
     "BreakerState",
     "CapacityExceeded",
+    "ModelCacheView",
     "NoData",
     "SeriesSnapshot",
     "Stale",
