@@ -89,6 +89,15 @@ class Settings:
     cache_max_bytes: int = 512 * 2**20
     kube_annotations: bool = True
     """Read the opt-out annotation through the Kubernetes API when running in a cluster."""
+    store: str = "memory"
+    """``memory`` (one replica) or ``redis://HOST[:PORT][/DB]`` / ``rediss://...``: replicas share work through it."""
+    redis_password_file: Path | None = None
+    """File whose first line is the Redis password (else FORESIGHT_REDIS_PASSWORD, else none)."""
+    redis_outage_grace: float = 600.0
+    """Seconds a replica works alone (serving its mirror, fetching for itself) while Redis is unreachable."""
+    lease: float | None = None
+    """Seconds a claim on a fetch or a fit lasts without renewal (a dead replica's work moves on after it);
+    none: 3 x the Prometheus timeout, between 5 s and 60 s."""
 
     def __post_init__(self) -> None:
         if self.source not in ("prometheus", "replay"):
@@ -103,6 +112,17 @@ class Settings:
             raise SettingsError("tls_cert and tls_key: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
+        if self.store != "memory":
+            from scaler_service.store.address import RedisConfigError, parse_store_url
+
+            try:
+                parse_store_url(self.store)
+            except RedisConfigError as exc:
+                raise SettingsError(f"store: must be 'memory' or a Redis address: {exc}") from None
+        if not self.redis_outage_grace >= 0:
+            raise SettingsError(f"redis_outage_grace: must be a duration >= 0, got {self.redis_outage_grace}")
+        if self.lease is not None and not 0.2 <= self.lease <= 3600:
+            raise SettingsError(f"lease: must be between 200ms and 1h, got {self.lease}s")
         if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
             raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
         if self.metrics_max_subscriptions < 0:
@@ -125,6 +145,12 @@ class Settings:
         return frozenset({self.default_address, *(normalise_address(a) for a in self.prometheus_allowlist)})
 
     @property
+    def lease_s(self) -> float:
+        if self.lease is not None:
+            return self.lease
+        return min(60.0, max(5.0, 3 * self.prometheus_timeout_s))
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
@@ -136,7 +162,7 @@ def normalise_address(address: str) -> str:
 # --- building from flags, environment and file ------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_DURATION_FIELDS = frozenset({"subscription_idle", "fetch_deadline"})
+_DURATION_FIELDS = frozenset({"subscription_idle", "fetch_deadline", "redis_outage_grace", "lease"})
 """Fields given as durations (``30s``, ``10m``, ``1h30m``) or plain seconds."""
 
 
@@ -342,6 +368,23 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-max-bytes",
         type=int,
         help=f"bytes of models kept in memory [{d.cache_max_bytes}] {env('cache_max_bytes')}",
+    )
+    parser.add_argument(
+        "--store",
+        help=f"where replicas share models and work: memory (one replica) or redis://HOST[:PORT][/DB], "
+        f"rediss://... [{d.store}] {env('store')}",
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        help=f"file holding the Redis password (else env FORESIGHT_REDIS_PASSWORD) {env('redis_password_file')}",
+    )
+    parser.add_argument(
+        "--redis-outage-grace",
+        help=f"how long replicas work alone while Redis is unreachable [10m] {env('redis_outage_grace')}",
+    )
+    parser.add_argument(
+        "--lease",
+        help=f"how long a claim on a fetch or fit lasts unrenewed [3 x the Prometheus timeout, 5s-60s] {env('lease')}",
     )
     parser.add_argument(
         "--kube-annotations",
