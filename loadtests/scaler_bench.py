@@ -83,7 +83,15 @@ def persist_file(persist_dir: Path, cache_key: str) -> Path:
 class ServerProcess:
     """``python -m scaler_service serve --source replay`` on loopback ports, in its own process."""
 
-    def __init__(self, work_dir: Path, persist_dir: Path, *, pin_cpu: int | None, cache_entries: int) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        persist_dir: Path,
+        *,
+        pin_cpu: int | None,
+        cache_entries: int,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log_path = work_dir / f"server-{self.grpc_port}.log"
@@ -98,6 +106,7 @@ class ServerProcess:
             "--cache-max-entries", str(cache_entries),
             "--cache-max-bytes", str(64 * 2**30),
             "--log-level", "warning",
+            *extra_args,
         ]  # fmt: skip
         if pin_cpu is not None and shutil.which("taskset"):
             command = ["taskset", "-c", str(pin_cpu), *command]
@@ -346,7 +355,9 @@ def run_bench(args: argparse.Namespace) -> BenchResult:
         seed = seed_model(work_dir, persist_dir, args.seed_timeout)
         print(f"  fitted: {seed['model']['name']}, confidence {seed['confidence']:.3f}", flush=True)
         pin_server, pin_client = (0, 1) if args.pin else (None, None)
-        server = ServerProcess(work_dir, persist_dir, pin_cpu=pin_server, cache_entries=total_series + 100)
+        server = ServerProcess(
+            work_dir, persist_dir, pin_cpu=pin_server, cache_entries=total_series + 100, extra_args=args.server_arg
+        )
         try:
             config = LoadConfig(
                 target=server.target,
@@ -458,6 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true", help="pin server to CPU 0, generator to CPU 1")
     parser.add_argument("--seed-timeout", type=float, default=600.0, help="seconds to wait for the seed fit")
     parser.add_argument("--warm-timeout", type=float, default=600.0, help="seconds to wait for warm series")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument of the served command (repeatable), e.g. --server-arg=--grpc-server=sync",
+    )
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, models)")
     args = parser.parse_args(argv)

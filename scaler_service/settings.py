@@ -54,6 +54,17 @@ class Settings:
     Each open StreamIsActive stream holds one, and at most half of them serve streams: raise it for many
     external-push triggers."""
     grace_period_s: float = 10.0
+    grpc_server: str = "aio"
+    """``aio`` (one event loop: handlers are memory reads run inline, a stream costs no thread) or ``sync``
+    (a thread pool of ``grpc_workers``: each open stream holds a thread, at most half of them serve streams)."""
+    max_streams: int = 20_000
+    """Open StreamIsActive streams served at once (aio); beyond it a stream is refused with RESOURCE_EXHAUSTED."""
+    max_connection_age_s: float = 300.0
+    """A client connection is closed (GOAWAY) after about this long, so KEDA's client re-resolves the headless
+    Service and new replicas get traffic; 0 disables it."""
+    max_connection_age_grace_s: float = 30.0
+    """After the GOAWAY, in-flight calls get this long before the connection is closed; open streams are ended
+    cleanly before it runs out (KEDA reopens them)."""
     fetch_workers: int = 4
     """Threads fetching latest values and latency series for all series."""
     fetch_interval_s: float | None = None
@@ -84,6 +95,19 @@ class Settings:
             raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
         if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
             raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
+        if self.grpc_server not in ("aio", "sync"):
+            raise SettingsError(f"grpc_server: must be 'aio' or 'sync', got {self.grpc_server!r}")
+        if self.max_streams < 0:
+            raise SettingsError(f"max_streams: must be >= 0 (0 refuses every stream), got {self.max_streams}")
+        if self.max_connection_age_s < 0 or self.max_connection_age_grace_s < 0:
+            raise SettingsError("max_connection_age and max_connection_age_grace: must be durations >= 0")
+        if 0 < self.max_connection_age_s < 1:
+            raise SettingsError(f"max_connection_age: must be 0 (off) or >= 1s, got {self.max_connection_age_s:g}s")
+        if self.max_connection_age_s > 0 and self.max_connection_age_grace_s < 1:
+            raise SettingsError(
+                "max_connection_age_grace: must be >= 1s (in-flight calls and streams need time to end), "
+                f"got {self.max_connection_age_grace_s:g}s"
+            )
 
     @property
     def default_address(self) -> str:
@@ -107,6 +131,10 @@ def normalise_address(address: str) -> str:
 # --- building from flags, environment and file ------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_DURATION_FIELDS = frozenset({"max_connection_age_s", "max_connection_age_grace_s"})
+"""Fields given as durations (``30s``, ``5m``, ``1h30m``; a bare number is seconds)."""
+_FLAG_NAMES = {"max_connection_age": "max_connection_age_s", "max_connection_age_grace": "max_connection_age_grace_s"}
+"""Flag (and YAML/env) names that differ from the field: durations are named without a unit."""
 
 
 def _convert(name: str, raw: Any) -> Any:
@@ -115,6 +143,17 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if raw is None:
             return None
+        if name in _DURATION_FIELDS:
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return float(raw)
+            text = str(raw).strip()
+            try:
+                return float(text)
+            except ValueError:
+                # Imported here: the trigger module imports this one (normalise_address).
+                from scaler_service.trigger import parse_duration
+
+                return parse_duration(text)
         if kind == "int":
             return int(raw)
         if kind in ("float", "float | None"):
@@ -135,7 +174,15 @@ def _convert(name: str, raw: Any) -> Any:
             return tuple(str(i).strip() for i in items if str(i).strip())
         return str(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name}: cannot use {raw!r} ({exc}); expected {kind}") from exc
+        expected = "a duration such as 30s, 5m or 1h30m" if name in _DURATION_FIELDS else kind
+        raise SettingsError(f"{_flag_name(name)}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
+
+
+def _flag_name(field_name: str) -> str:
+    for flag, name in _FLAG_NAMES.items():
+        if name == field_name:
+            return flag
+    return field_name
 
 
 def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -150,14 +197,16 @@ def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config
             raise SettingsError(f"config file {config_file}: must be a mapping of setting: value")
         for key, raw in doc.items():
             name = str(key).replace("-", "_")
+            name = _FLAG_NAMES.get(name, name)
             if name not in _FIELDS:
                 raise SettingsError(f"config file {config_file}: unknown setting {key!r} (known: {sorted(_FIELDS)})")
             values[name] = _convert(name, raw)
     for name in _FIELDS:
-        env_name = ENV_PREFIX + name.upper()
+        env_name = ENV_PREFIX + _flag_name(name).upper()
         if env_name in env:
             values[name] = _convert(name, env[env_name])
-    for name, raw in cli.items():
+    for key, raw in cli.items():
+        name = _FLAG_NAMES.get(key, key)
         if name in _FIELDS and raw is not None:
             values[name] = _convert(name, raw)
     return Settings(**values)
@@ -221,6 +270,28 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help=f"seconds in-flight calls get on shutdown [{d.grace_period_s}] {env('grace_period_s')}",
     )
+    parser.add_argument(
+        "--grpc-server",
+        choices=["aio", "sync"],
+        help=f"gRPC server: aio (one event loop, thousands of streams) or sync (a thread per call and per stream) "
+        f"[{d.grpc_server}] {env('grpc_server')}",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        help=f"open StreamIsActive streams served at once, beyond: RESOURCE_EXHAUSTED (aio) [{d.max_streams}] "
+        f"{env('max_streams')}",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        help="close client connections (GOAWAY) after about this long so KEDA re-resolves the Service and new "
+        f"replicas get traffic; 0 = never [5m] {env('max_connection_age')}",
+    )
+    parser.add_argument(
+        "--max-connection-age-grace",
+        help="after the GOAWAY, time in-flight calls get before the connection closes; streams end before it "
+        f"[30s] {env('max_connection_age_grace')}",
+    )
     parser.add_argument("--fetch-workers", type=int, help=f"fetch threads [{d.fetch_workers}] {env('fetch_workers')}")
     parser.add_argument(
         "--fetch-interval-s",
@@ -265,7 +336,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    cli = {name: getattr(args, name, None) for name in _FIELDS}
+    cli = {name: getattr(args, name, None) for name in [*_FIELDS, *_FLAG_NAMES]}
     return settings_from_sources(cli, os.environ if env is None else env, getattr(args, "config", None))
 
 
