@@ -130,8 +130,8 @@ class ServerProcess:
                 time.sleep(0.2)
         raise RuntimeError(f"server not ready after {timeout_s} s; see {self.log_path}")
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as answer:
+    def metrics_text(self, timeout_s: float = 10.0) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=timeout_s) as answer:
             text: str = answer.read().decode("utf-8")
             return text
 

@@ -241,6 +241,7 @@ def streams_phase(work: Path, models: Path, args: argparse.Namespace) -> dict[st
         print("  unary load, no stream open ...", flush=True)
         out["without_streams"] = unary_figures(run_generator(config, None))
         out["without_streams"]["load_average"] = load_average()
+        print(f"  {json.dumps(out['without_streams'])}", flush=True)
 
         print(f"  opening {args.streams} streams over {args.channels} connections ...", flush=True)
         holder = StreamHolder(config, args.streams, args.channels)
@@ -250,18 +251,20 @@ def streams_phase(work: Path, models: Path, args: argparse.Namespace) -> dict[st
             out["streams_opened"] = opened
             out["streams_open_s"] = open_s
             out["errors_while_opening"] = open_errors
+            print(f"  {opened} open in {open_s:.1f} s; errors while opening: {open_errors}", flush=True)
             time.sleep(2.0)
             out["rss_mib_streams"] = server.rss_mib()
             cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
             time.sleep(args.idle)
             out["server_cpu_idle_streams"] = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
-            before = parse_metrics(server.metrics_text())
+            # /metrics lists every series and subscription: slow at 10,000 of each on a busy machine.
+            before = parse_metrics(server.metrics_text(timeout_s=300.0))
             print(f"  unary load with {opened} streams open ...", flush=True)
             cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
             out["with_streams"] = unary_figures(run_generator(config, None))
             out["with_streams"]["server_cpu"] = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
             out["with_streams"]["load_average"] = load_average()
-            after = parse_metrics(server.metrics_text())
+            after = parse_metrics(server.metrics_text(timeout_s=300.0))
             out["open_streams_gauge"] = counter_total(after, "foresight_open_streams")
             out["server_resource_exhausted"] = sum(
                 v - next((b for m, lb, b in before if m == metric and lb == labels), 0.0)
@@ -351,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for kind in kinds:
                 print(f"round {i + 1}: {kind} server, unary load ...", flush=True)
                 round_result[kind] = unary_round(work, models, kind, args)
+                print(f"  {json.dumps(round_result[kind])}", flush=True)
             result["rounds"].append(round_result)
         if not args.no_streams:
             print("streams phase ...", flush=True)

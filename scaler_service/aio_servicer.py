@@ -117,13 +117,14 @@ class AsyncExternalScalerServicer(ServicerCore, pb_grpc.ExternalScalerServicer):
                 await self._abort(context, "StreamIsActive", exc)
             sub = self._sub_key(request, spec)
             stream = self._hub.open(spec, sub, self._connections.stream_end(context.peer()))
+            if stream is None and self._hub.closing:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down: reopen the stream")
             if stream is None:
                 await context.abort(
                     *self._exhausted(
                         "StreamIsActive",
                         f"at most {self._hub.max_streams} StreamIsActive streams are served at once "
-                        "(--max-streams), or the server is stopping; use trigger type `external` (polling) "
-                        "or another replica",
+                        "(--max-streams); use trigger type `external` (polling) or more replicas",
                     )
                 )
                 raise AssertionError("unreachable")
@@ -133,6 +134,7 @@ class AsyncExternalScalerServicer(ServicerCore, pb_grpc.ExternalScalerServicer):
                 try:
                     served = await self._served(spec, sub, self._max_wait(context))
                 except Exception as exc:
+                    reason = "refused"
                     await self._abort(context, "StreamIsActive", exc)
                 stream.active = self.is_active(spec, served)
                 stream.snapshot = self._engine.snapshot_for(spec.series_key)

@@ -150,8 +150,8 @@ class AioGrpc:
         self._parser = parser
         self._engine = engine
         self._metrics = metrics
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="grpc-aio", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -159,15 +159,18 @@ class AioGrpc:
         self.hub = StreamHub(engine, is_active=ServicerCore.is_active, max_streams=settings.max_streams)
         self.port = 0
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_forever()
+            loop.run_forever()
         finally:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, args=(self._loop,), name="grpc-aio", daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30.0)
 
@@ -189,13 +192,14 @@ class AioGrpc:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace_s: float) -> None:
-        if not self._thread.is_alive():
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._stop(grace_s), self._loop).result(grace_s + 10.0)
+            asyncio.run_coroutine_threadsafe(self._stop(grace_s), loop).result(grace_s + 10.0)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10.0)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10.0)
 
     async def _stop(self, grace_s: float) -> None:
         if self._health is not None:

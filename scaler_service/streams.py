@@ -158,6 +158,10 @@ class StreamHub:
     def __len__(self) -> int:
         return len(self._streams)
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def open(self, spec: TriggerSpec, sub_key: SubscriptionKey, ends_at: float | None) -> OpenStream | None:
         """A slot for a new stream, or None when ``max_streams`` are open (or the server is stopping)."""
         if self._closing or len(self._streams) >= self.max_streams:
