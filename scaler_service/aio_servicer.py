@@ -9,7 +9,6 @@ re-evaluates them all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
@@ -24,6 +23,7 @@ from scaler_service.decision import ServedValue
 from scaler_service.engine import SeriesEngine, SubscriptionKey
 from scaler_service.metrics import ScalerMetrics
 from scaler_service.servicer import ServicerCore, bound_scaled_object
+from scaler_service.sources.base import SourceUnavailable
 from scaler_service.streams import ConnectionAges, StreamHub, awaiting_first_fetch
 from scaler_service.trigger import TriggerError, TriggerParser, TriggerSpec
 
@@ -55,17 +55,19 @@ class AsyncExternalScalerServicer(ServicerCore, pb_grpc.ExternalScalerServicer):
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _served(self, spec: TriggerSpec, sub: SubscriptionKey, max_wait_s: float | None) -> ServedValue:
-        if awaiting_first_fetch(self._engine.snapshot_for(spec.series_key)):
-            wait = FIRST_FETCH_MAX_WAIT_S if max_wait_s is None else max_wait_s
-            # Registers the series (its first fetch starts on the fetch pool); never blocks.
-            with contextlib.suppress(Exception):
-                self._engine.serve(spec, sub, max_wait_s=0.0)
-            loop = asyncio.get_running_loop()
-            until = loop.time() + wait
-            pause, longest = FIRST_FETCH_POLL_S
-            while awaiting_first_fetch(self._engine.snapshot_for(spec.series_key)) and loop.time() < until:
-                await asyncio.sleep(min(pause, max(0.0, until - loop.time())))
-                pause = min(2 * pause, longest)
+        try:
+            return self._engine.serve(spec, sub, max_wait_s=0.0)
+        except SourceUnavailable:
+            if not awaiting_first_fetch(self._engine.snapshot_for(spec.series_key)):
+                raise
+        # A brand-new series (now registered: its first fetch runs on the fetch pool): wait for it without
+        # blocking the loop, within the call's deadline.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (FIRST_FETCH_MAX_WAIT_S if max_wait_s is None else max_wait_s)
+        pause, longest = FIRST_FETCH_POLL_S
+        while awaiting_first_fetch(self._engine.snapshot_for(spec.series_key)) and loop.time() < until:
+            await asyncio.sleep(min(pause, max(0.0, until - loop.time())))
+            pause = min(2 * pause, longest)
         return self._engine.serve(spec, sub, max_wait_s=0.0)
 
     # --- RPCs -------------------------------------------------------------------------------------

@@ -48,10 +48,10 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests", pending),
         ("grpc.server.max_pending_requests_hard_limit", pending),
     ]
-    if settings.max_connection_age_s > 0:
+    if settings.max_connection_age > 0:
         options += [
-            ("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)),
-            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_s * 1000)),
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace * 1000)),
         ]
     return options
 
@@ -131,7 +131,7 @@ class SyncGrpc:
         self._health.enter_graceful_shutdown()
         self._servicer.shutdown()
         if self._server is not None:
-            self._server.stop(grace_s).wait(grace_s + 5.0)
+            self._server.stop(grace_s).wait(grace_s + 1.0)
 
     def open_streams(self) -> int:
         return 0  # counted in foresight_open_streams
@@ -155,7 +155,7 @@ class AioGrpc:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.connections = ConnectionAges(settings.max_connection_age_s, settings.max_connection_age_grace_s)
+        self.connections = ConnectionAges(settings.max_connection_age, settings.max_connection_age_grace)
         self.hub = StreamHub(engine, is_active=ServicerCore.is_active, max_streams=settings.max_streams)
         self.port = 0
 
@@ -196,7 +196,9 @@ class AioGrpc:
         if loop is None or thread is None or not thread.is_alive():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._stop(grace_s), loop).result(grace_s + 10.0)
+            asyncio.run_coroutine_threadsafe(self._stop(grace_s), loop).result(grace_s + 2.0)
+        except TimeoutError:
+            log.warning("the gRPC server did not stop within its grace period", grace_s=grace_s)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10.0)

@@ -33,7 +33,7 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
                 if settings.source == "replay":
                     from scaler_service.sources.replay import ReplaySource
 
-                    source = ReplaySource(clock=clock)
+                    source = ReplaySource(clock=clock, replay_dir=settings.replay_dir)
                 else:
                     from scaler_service.sources.prometheus import PrometheusSource
 
@@ -96,10 +96,16 @@ class ScalerServer:
         self.engine = SeriesEngine(
             source_for=source_for if source_for is not None else make_source_for(settings, clock),
             cache=self.cache,
-            fit_factory=fit_factory if fit_factory is not None else default_fit_factory(clock),
+            fit_factory=fit_factory
+            if fit_factory is not None
+            else default_fit_factory(clock, max_points_per_fit=settings.max_points_per_fit),
             settings=EngineSettings(
                 fetch_interval_s=settings.fetch_interval_s,
                 idle_drop_s=settings.idle_drop_s,
+                subscription_idle_s=settings.subscription_idle,
+                max_series=settings.max_series,
+                max_subscriptions=settings.max_subscriptions,
+                fetch_deadline_s=settings.fetch_deadline,
                 fetch_workers=settings.fetch_workers,
                 default_refit_interval_s=settings.refit_interval_s,
                 records_dir=settings.records_dir,
@@ -115,6 +121,7 @@ class ScalerServer:
             default_address=settings.default_address,
             allowed_addresses=settings.allowed_addresses,
             ignore_address=settings.source == "replay",
+            max_points_per_fit=settings.max_points_per_fit,
         )
         self.grpc: GrpcServer = grpc_server_for(settings, parser=self.parser, engine=self.engine, metrics=self.metrics)
         self._http: HttpServer | None = None
@@ -163,19 +170,24 @@ class ScalerServer:
             mutual_tls=s.tls_client_ca is not None,
             grpc_server=s.grpc_server,
             max_streams=s.max_streams if s.grpc_server == "aio" else max(1, s.grpc_workers // 2),
-            max_connection_age_s=s.max_connection_age_s,
-            max_connection_age_grace_s=s.max_connection_age_grace_s,
+            max_connection_age=s.max_connection_age,
+            max_connection_age_grace=s.max_connection_age_grace,
         )
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Graceful: NOT_SERVING, end streams, refuse new calls, let in-flight calls finish, stop loops."""
+        """Graceful: NOT_SERVING, end streams, refuse new calls, let in-flight calls finish, stop loops.
+
+        Returns within about ``grace`` seconds whatever a fetch or a fit is doing: their threads are daemons,
+        left behind when the grace period is over.
+        """
         if self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
         self._serving = False
         self.grpc.stop(grace)
-        self.engine.stop()
-        self.cache.stop()
+        self.engine.stop(timeout=max(0.5, deadline - time.monotonic()))
+        self.cache.stop(timeout=max(0.5, deadline - time.monotonic()))
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()

@@ -38,6 +38,8 @@ class Settings:
     """Further Prometheus addresses a trigger may name (the default address is always allowed)."""
     prometheus_timeout_s: float = 10.0
     prometheus_max_points: int = 11_000
+    replay_dir: Path | None = None
+    """With the replay source: the directory whose CSV files triggers may name (none: bundled traces only)."""
     records_dir: Path | None = None
     """Where observe-mode records are appended as CSV (none: in memory only)."""
     persist_dir: Path | None = None
@@ -51,18 +53,18 @@ class Settings:
     grpc_workers: int = 8
     """Handler threads. More is slower under load: on 2 cores with 64 concurrent KEDA callers, 8 threads gave
     4,200-4,400 RPC/s at p99 23 ms; 12 and 16 threads 2,700-3,200 RPC/s at p99 33-92 ms (GIL contention).
-    Each open StreamIsActive stream holds one, and at most half of them serve streams: raise it for many
-    external-push triggers."""
+    Used by the sync gRPC server only (``grpc_server: sync``), where each open StreamIsActive stream holds one
+    and at most half of them serve streams."""
     grace_period_s: float = 10.0
     grpc_server: str = "aio"
     """``aio`` (one event loop: handlers are memory reads run inline, a stream costs no thread) or ``sync``
     (a thread pool of ``grpc_workers``: each open stream holds a thread, at most half of them serve streams)."""
     max_streams: int = 20_000
     """Open StreamIsActive streams served at once (aio); beyond it a stream is refused with RESOURCE_EXHAUSTED."""
-    max_connection_age_s: float = 300.0
+    max_connection_age: float = 300.0
     """A client connection is closed (GOAWAY) after about this long, so KEDA's client re-resolves the headless
     Service and new replicas get traffic; 0 disables it."""
-    max_connection_age_grace_s: float = 30.0
+    max_connection_age_grace: float = 30.0
     """After the GOAWAY, in-flight calls get this long before the connection is closed; open streams are ended
     cleanly before it runs out (KEDA reopens them)."""
     fetch_workers: int = 4
@@ -71,6 +73,18 @@ class Settings:
     """Seconds between latest-value fetches of a series; none: the series' queryStep."""
     idle_drop_s: float = 1200.0
     """A series nobody asked about for this long is dropped (2 x max(polling, 10 min))."""
+    subscription_idle: float = 600.0
+    """A ScaledObject trigger not polled for this long leaves /forecast and /metrics (a duration: 10m)."""
+    max_series: int = 10_000
+    """Distinct series (address, query, step) followed at once; one more is refused with RESOURCE_EXHAUSTED.
+    Measured 25 KiB per warm series at queryStep 5m (loadtests/scaler_bench.py): 10,000 series take about
+    250 MiB beside the model cache's cache_max_bytes, within the manifest's 2 GiB limit."""
+    max_subscriptions: int = 20_000
+    """ScaledObject triggers followed at once; one more is refused with RESOURCE_EXHAUSTED."""
+    fetch_deadline: float = 30.0
+    """A fetch still running after this long is abandoned and its series reported unavailable (a duration)."""
+    max_points_per_fit: int = 20_160
+    """Points one fit reads; a longer history is read on a coarser step (14 days at 1 minute by default)."""
     refit_interval_s: float = 3600.0
     live_window_s: float = 600.0
     """Live forecast-vs-actual compares means over windows this long (as the backtest's confidence does)."""
@@ -99,15 +113,21 @@ class Settings:
             raise SettingsError(f"grpc_server: must be 'aio' or 'sync', got {self.grpc_server!r}")
         if self.max_streams < 0:
             raise SettingsError(f"max_streams: must be >= 0 (0 refuses every stream), got {self.max_streams}")
-        if self.max_connection_age_s < 0 or self.max_connection_age_grace_s < 0:
+        if self.max_connection_age < 0 or self.max_connection_age_grace < 0:
             raise SettingsError("max_connection_age and max_connection_age_grace: must be durations >= 0")
-        if 0 < self.max_connection_age_s < 1:
-            raise SettingsError(f"max_connection_age: must be 0 (off) or >= 1s, got {self.max_connection_age_s:g}s")
-        if self.max_connection_age_s > 0 and self.max_connection_age_grace_s < 1:
+        if 0 < self.max_connection_age < 1:
+            raise SettingsError(f"max_connection_age: must be 0 (off) or >= 1s, got {self.max_connection_age:g}s")
+        if self.max_connection_age > 0 and self.max_connection_age_grace < 1:
             raise SettingsError(
                 "max_connection_age_grace: must be >= 1s (in-flight calls and streams need time to end), "
-                f"got {self.max_connection_age_grace_s:g}s"
+                f"got {self.max_connection_age_grace:g}s"
             )
+        for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("subscription_idle", "fetch_deadline"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name}: must be a duration > 0, got {getattr(self, name)} s")
 
     @property
     def default_address(self) -> str:
@@ -131,10 +151,20 @@ def normalise_address(address: str) -> str:
 # --- building from flags, environment and file ------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_DURATION_FIELDS = frozenset({"max_connection_age_s", "max_connection_age_grace_s"})
-"""Fields given as durations (``30s``, ``5m``, ``1h30m``; a bare number is seconds)."""
-_FLAG_NAMES = {"max_connection_age": "max_connection_age_s", "max_connection_age_grace": "max_connection_age_grace_s"}
-"""Flag (and YAML/env) names that differ from the field: durations are named without a unit."""
+_DURATION_FIELDS = frozenset({"subscription_idle", "fetch_deadline", "max_connection_age", "max_connection_age_grace"})
+"""Fields given as durations (``30s``, ``10m``, ``1h30m``) or plain seconds."""
+
+
+def _seconds(raw: Any) -> float:
+    from scaler_service.trigger import parse_duration
+
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    text = str(raw).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration(text)
 
 
 def _convert(name: str, raw: Any) -> Any:
@@ -144,16 +174,7 @@ def _convert(name: str, raw: Any) -> Any:
         if raw is None:
             return None
         if name in _DURATION_FIELDS:
-            if isinstance(raw, int | float) and not isinstance(raw, bool):
-                return float(raw)
-            text = str(raw).strip()
-            try:
-                return float(text)
-            except ValueError:
-                # Imported here: the trigger module imports this one (normalise_address).
-                from scaler_service.trigger import parse_duration
-
-                return parse_duration(text)
+            return _seconds(raw)
         if kind == "int":
             return int(raw)
         if kind in ("float", "float | None"):
@@ -175,14 +196,7 @@ def _convert(name: str, raw: Any) -> Any:
         return str(raw)
     except ValueError as exc:
         expected = "a duration such as 30s, 5m or 1h30m" if name in _DURATION_FIELDS else kind
-        raise SettingsError(f"{_flag_name(name)}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
-
-
-def _flag_name(field_name: str) -> str:
-    for flag, name in _FLAG_NAMES.items():
-        if name == field_name:
-            return flag
-    return field_name
+        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
 
 
 def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -197,16 +211,14 @@ def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config
             raise SettingsError(f"config file {config_file}: must be a mapping of setting: value")
         for key, raw in doc.items():
             name = str(key).replace("-", "_")
-            name = _FLAG_NAMES.get(name, name)
             if name not in _FIELDS:
                 raise SettingsError(f"config file {config_file}: unknown setting {key!r} (known: {sorted(_FIELDS)})")
             values[name] = _convert(name, raw)
     for name in _FIELDS:
-        env_name = ENV_PREFIX + _flag_name(name).upper()
+        env_name = ENV_PREFIX + name.upper()
         if env_name in env:
             values[name] = _convert(name, env[env_name])
-    for key, raw in cli.items():
-        name = _FLAG_NAMES.get(key, key)
+    for name, raw in cli.items():
         if name in _FIELDS and raw is not None:
             values[name] = _convert(name, raw)
     return Settings(**values)
@@ -251,6 +263,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"points per range query; longer ranges are chunked [{d.prometheus_max_points}] "
         f"{env('prometheus_max_points')}",
+    )
+    parser.add_argument(
+        "--replay-dir",
+        help=f"replay source: CSV files triggers may name, confined to this directory (default: bundled traces "
+        f"only) {env('replay_dir')}",
     )
     parser.add_argument("--records-dir", help=f"append observe-mode records as CSV here {env('records_dir')}")
     parser.add_argument("--persist-dir", help=f"persist fitted models here {env('persist_dir')}")
@@ -304,6 +321,30 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"drop series not asked about for this long [{d.idle_drop_s}] {env('idle_drop_s')}",
     )
     parser.add_argument(
+        "--subscription-idle",
+        help=f"forget a ScaledObject trigger not polled for this long [10m] {env('subscription_idle')}",
+    )
+    parser.add_argument(
+        "--max-series",
+        type=int,
+        help=f"distinct series followed at once; more are refused [{d.max_series}] {env('max_series')}",
+    )
+    parser.add_argument(
+        "--max-subscriptions",
+        type=int,
+        help=f"ScaledObject triggers followed at once [{d.max_subscriptions}] {env('max_subscriptions')}",
+    )
+    parser.add_argument(
+        "--fetch-deadline",
+        help=f"abandon a fetch running longer than this [30s] {env('fetch_deadline')}",
+    )
+    parser.add_argument(
+        "--max-points-per-fit",
+        type=int,
+        help=f"points one fit reads; longer histories are read on a coarser step [{d.max_points_per_fit}] "
+        f"{env('max_points_per_fit')}",
+    )
+    parser.add_argument(
         "--refit-interval-s",
         type=float,
         help=f"default refit interval [{d.refit_interval_s}] {env('refit_interval_s')}",
@@ -336,7 +377,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    cli = {name: getattr(args, name, None) for name in [*_FIELDS, *_FLAG_NAMES]}
+    cli = {name: getattr(args, name, None) for name in _FIELDS}
     return settings_from_sources(cli, os.environ if env is None else env, getattr(args, "config", None))
 
 

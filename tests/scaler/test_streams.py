@@ -66,7 +66,7 @@ def test_stream_cap_refuses_then_admits_when_a_stream_closes(start_scaler: Start
 
 def test_connections_are_recycled_after_their_max_age(start_scaler: StartScaler, source: ScriptedSource) -> None:
     source.set_live("q", 3.0)
-    server = start_scaler(source, max_connection_age_s=1.0, max_connection_age_grace_s=4.0)
+    server = start_scaler(source, max_connection_age=1.0, max_connection_age_grace=4.0)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
     ref = pb.ScaledObjectRef(namespace=NS, name="so", scalerMetadata=META)
@@ -91,7 +91,7 @@ def test_connections_are_recycled_after_their_max_age(start_scaler: StartScaler,
 
 def test_a_call_in_flight_at_the_goaway_completes(start_scaler: StartScaler, source: ScriptedSource) -> None:
     source.set_live("slow", 6.0)
-    server = start_scaler(source, max_connection_age_s=1.0, max_connection_age_grace_s=4.0)
+    server = start_scaler(source, max_connection_age=1.0, max_connection_age_grace=4.0)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
     connected = time.monotonic()
@@ -151,8 +151,8 @@ def test_connection_settings_are_durations() -> None:
     s = settings_from_sources(
         {"max_connection_age": "1h30m", "max_streams": "500"}, {"FORESIGHT_MAX_CONNECTION_AGE_GRACE": "45s"}
     )
-    assert (s.max_connection_age_s, s.max_connection_age_grace_s, s.max_streams) == (5400.0, 45.0, 500)
-    assert settings_from_sources({}, {}).max_connection_age_s == 300.0
+    assert (s.max_connection_age, s.max_connection_age_grace, s.max_streams) == (5400.0, 45.0, 500)
+    assert settings_from_sources({}, {}).max_connection_age == 300.0
     with pytest.raises(SettingsError, match=r"max_connection_age: cannot use '5 minutes'.*30s, 5m or 1h30m"):
         settings_from_sources({"max_connection_age": "5 minutes"}, {})
     with pytest.raises(SettingsError, match="grpc_server: must be 'aio' or 'sync'"):
