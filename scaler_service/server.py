@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from forecasting.cache import CacheSettings, FitOutcome, ModelCache
 from scaler_service.engine import EngineSettings, FitFactory, OptOutReader, SeriesEngine, default_fit_factory
-from scaler_service.grpc_runtime import SERVICE_NAME, GrpcServer, grpc_server_for
+from scaler_service.grpc_runtime import SERVICE_NAME, AioGrpc, GrpcServer, grpc_server_for
 from scaler_service.http_api import HttpServer
-from scaler_service.metrics import EngineCollector, ScalerMetrics
+from scaler_service.metrics import EngineCollector, GrpcConnectionsCollector, ScalerMetrics
 from scaler_service.settings import Settings
 from scaler_service.sources.base import DataSource
 from scaler_service.trigger import TriggerParser
@@ -124,6 +124,8 @@ class ScalerServer:
             max_points_per_fit=settings.max_points_per_fit,
         )
         self.grpc: GrpcServer = grpc_server_for(settings, parser=self.parser, engine=self.engine, metrics=self.metrics)
+        if isinstance(self.grpc, AioGrpc):
+            self.registry.register(GrpcConnectionsCollector(self.grpc.connections_seen))
         self._http: HttpServer | None = None
         self._serving = False
         self._stopped = threading.Event()
