@@ -112,6 +112,8 @@ class AsyncExternalScalerServicer(ServicerCore, pb_grpc.ExternalScalerServicer):
         return response
 
     async def StreamIsActive(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        # Opening and closing are debug lines: at 10,000 streams recycled with their connections they would be
+        # most of the log; transitions and refusals are info.
         with bound_scaled_object(request.namespace, request.name):
             try:
                 spec = self._spec(request)
@@ -142,14 +144,14 @@ class AsyncExternalScalerServicer(ServicerCore, pb_grpc.ExternalScalerServicer):
                 stream.snapshot = self._engine.snapshot_for(spec.series_key)
                 stream.evaluated_at = self._clock()
                 yield pb.IsActiveResponse(result=stream.active)
-                log.info("stream opened", active=stream.active)
+                log.debug("stream opened", active=stream.active)
                 while await stream.next_true():
                     yield pb.IsActiveResponse(result=True)
                 reason = stream.end_reason or reason
             finally:
                 self._hub.close(stream)
                 self._metrics.open_streams.dec()
-                log.info("stream closed", reason=reason)
+                log.debug("stream closed", reason=reason)
 
 
 __all__ = ["AsyncExternalScalerServicer"]
