@@ -7,12 +7,12 @@ Steps (the server, the stream holder and the unary load generator each run in th
    fresh ``--grpc-server aio`` server each get ``--objects`` warm ScaledObjects and the ``keda_load`` sequence
    (GetMetricSpec -> GetMetrics -> IsActive, concurrency 64) for ``--duration`` seconds. Rounds alternate the
    two so the others' load on a shared machine falls on both alike.
-3. Streams: a fresh aio server; ``--streams`` series are made warm; the unary load runs once with no stream
-   open (the baseline), then a separate process opens ``--streams`` StreamIsActive streams (one per
-   ScaledObject, over ``--channels`` connections) and holds them while the same unary load runs again.
-   Reported: unary RPCs/s and latency percentiles with and without the streams, errors (RESOURCE_EXHAUSTED
-   above all), streams opened and failed, the server's resident memory and its CPU use while the streams are
-   open and idle.
+3. Streams: a fresh aio server; ``--streams`` series are made warm; then ``--stream-rounds`` times: the unary
+   load with no stream open (the baseline), then a separate process opens ``--streams`` StreamIsActive streams
+   (one per ScaledObject, over ``--channels`` connections) and holds them while the same unary load runs
+   again, then closes them. Reported per run: unary RPCs/s and latency percentiles, the server's handler p99
+   (its histogram), its CPU, errors and RESOURCE_EXHAUSTED answered; streams opened and failed, the server's
+   resident memory without and with the streams, and its CPU while the streams are open and idle.
 
     python -m loadtests.streams_bench                           # 10,000 streams, 1,000 polled objects
     python -m loadtests.streams_bench --streams 2000 --rounds 1 --duration 10
@@ -41,9 +41,12 @@ import grpc.aio
 from loadtests.keda_load import LoadConfig
 from loadtests.scaler_bench import (
     ServerProcess,
+    bucket_delta,
     clone_models,
     counter_total,
+    histogram_buckets,
     parse_metrics,
+    quantile_from_buckets,
     run_generator,
     seed_model,
     warm_up,
@@ -227,10 +230,39 @@ def unary_round(work: Path, models: Path, kind: str, args: argparse.Namespace) -
         server.stop()
 
 
+def measured_run(server: ServerProcess, config: LoadConfig) -> dict[str, Any]:
+    """One unary load run: client figures, the server's handler p99 (histogram difference) and its CPU."""
+    # /metrics lists every series and subscription: slow at 10,000 of each on a busy machine.
+    before = parse_metrics(server.metrics_text(timeout_s=300.0))
+    cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
+    figures = unary_figures(run_generator(config, None))
+    figures["server_cpu"] = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
+    figures["load_average"] = load_average()
+    after = parse_metrics(server.metrics_text(timeout_s=300.0))
+    delta = bucket_delta(
+        histogram_buckets(after, "foresight_rpc_duration_seconds"),
+        histogram_buckets(before, "foresight_rpc_duration_seconds"),
+    )
+    merged: dict[float, float] = {}
+    for buckets in delta.values():
+        for le, count in buckets.items():
+            merged[le] = merged.get(le, 0.0) + count
+    figures["server_handler_p99_ms"] = 1000 * quantile_from_buckets(merged, 0.99)
+    figures["server_resource_exhausted"] = sum(
+        v - next((b for m, lb, b in before if m == metric and lb == labels), 0.0)
+        for metric, labels, v in after
+        if metric == "foresight_rpc_errors_total" and labels.get("code") == "RESOURCE_EXHAUSTED"
+    )
+    figures["open_streams"] = counter_total(after, "foresight_open_streams")
+    print(f"  {json.dumps(figures)}", flush=True)
+    return figures
+
+
 def streams_phase(work: Path, models: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """On one aio server, alternately: the unary load with no stream open, then with every stream open."""
     total = max(args.objects, args.streams)
     server = ServerProcess(work, models, pin_cpu=None, cache_entries=total + 100, extra_args=["--grpc-server", "aio"])
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"rounds": []}
     try:
         config = load_config(server.target, args)
         warm_up(server, config, 0, args.objects, args.warm_timeout)
@@ -238,42 +270,29 @@ def streams_phase(work: Path, models: Path, args: argparse.Namespace) -> dict[st
             print(f"  warming {total - args.objects} more series for the streams ...", flush=True)
             warm_up(server, config, args.objects, total - args.objects, args.warm_timeout)
         out["rss_mib_no_streams"] = server.rss_mib()
-        print("  unary load, no stream open ...", flush=True)
-        out["without_streams"] = unary_figures(run_generator(config, None))
-        out["without_streams"]["load_average"] = load_average()
-        print(f"  {json.dumps(out['without_streams'])}", flush=True)
-
-        print(f"  opening {args.streams} streams over {args.channels} connections ...", flush=True)
-        holder = StreamHolder(config, args.streams, args.channels)
-        report: HolderReport | None = None
-        try:
-            opened, open_s, open_errors = holder.wait_open(900.0)
-            out["streams_opened"] = opened
-            out["streams_open_s"] = open_s
-            out["errors_while_opening"] = open_errors
-            print(f"  {opened} open in {open_s:.1f} s; errors while opening: {open_errors}", flush=True)
-            time.sleep(2.0)
-            out["rss_mib_streams"] = server.rss_mib()
-            cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
-            time.sleep(args.idle)
-            out["server_cpu_idle_streams"] = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
-            # /metrics lists every series and subscription: slow at 10,000 of each on a busy machine.
-            before = parse_metrics(server.metrics_text(timeout_s=300.0))
-            print(f"  unary load with {opened} streams open ...", flush=True)
-            cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
-            out["with_streams"] = unary_figures(run_generator(config, None))
-            out["with_streams"]["server_cpu"] = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
-            out["with_streams"]["load_average"] = load_average()
-            after = parse_metrics(server.metrics_text(timeout_s=300.0))
-            out["open_streams_gauge"] = counter_total(after, "foresight_open_streams")
-            out["server_resource_exhausted"] = sum(
-                v - next((b for m, lb, b in before if m == metric and lb == labels), 0.0)
-                for metric, labels, v in after
-                if metric == "foresight_rpc_errors_total" and labels.get("code") == "RESOURCE_EXHAUSTED"
-            )
-        finally:
-            report = holder.close()
-        out["holder"] = report.__dict__
+        for i in range(args.stream_rounds):
+            round_out: dict[str, Any] = {}
+            print(f"  round {i + 1}: unary load, no stream open ...", flush=True)
+            round_out["without_streams"] = measured_run(server, config)
+            print(f"  round {i + 1}: opening {args.streams} streams over {args.channels} connections ...", flush=True)
+            holder = StreamHolder(config, args.streams, args.channels)
+            try:
+                opened, open_s, open_errors = holder.wait_open(900.0)
+                round_out.update(streams_opened=opened, streams_open_s=open_s, errors_while_opening=open_errors)
+                print(f"  {opened} open in {open_s:.1f} s; errors while opening: {open_errors}", flush=True)
+                time.sleep(2.0)
+                out["rss_mib_streams"] = server.rss_mib()
+                cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
+                time.sleep(args.idle)
+                round_out["server_cpu_idle_streams"] = (cpu_seconds(server.process.pid) - cpu0) / (
+                    time.monotonic() - t0
+                )
+                print(f"  round {i + 1}: unary load with {opened} streams open ...", flush=True)
+                round_out["with_streams"] = measured_run(server, config)
+            finally:
+                round_out["holder"] = holder.close().__dict__
+            out["rounds"].append(round_out)
+            time.sleep(3.0)  # the closed streams' handlers finish
     finally:
         server.stop()
     return out
@@ -299,24 +318,34 @@ def report_text(result: dict[str, Any], args: argparse.Namespace) -> str:
             )
     s = result.get("streams")
     if s:
-        h = s["holder"]
-        lines += [
-            f"streams ({args.streams} StreamIsActive over {args.channels} connections, aio server):",
-            f"  opened {s['streams_opened']} of {args.streams} in {s['streams_open_s']:.1f} s; "
-            f"errors while opening: {s['errors_while_opening'] or 'none'}; stream errors overall: "
-            f"{h['errors'] or 'none'}; ended by the server {h['ended_ok']}",
-            line("unary, no stream", s["without_streams"]),
-            line("unary, streams open", s["with_streams"]),
-            f"  RESOURCE_EXHAUSTED answered by the server during the load: {s['server_resource_exhausted']:.0f}; "
-            f"foresight_open_streams {s['open_streams_gauge']:.0f}",
+        lines.append(f"streams ({args.streams} StreamIsActive over {args.channels} connections, one aio server):")
+        for i, r in enumerate(s["rounds"]):
+            h = r["holder"]
+            lines += [
+                f"  round {i + 1}: opened {r['streams_opened']} of {args.streams} in {r['streams_open_s']:.1f} s; "
+                f"stream errors: {h['errors'] or 'none'}; ended by the server {h['ended_ok']}; server CPU with "
+                f"the streams open and idle {100 * r['server_cpu_idle_streams']:.1f} % of a core",
+                line("no stream open", r["without_streams"]),
+                line("streams open", r["with_streams"]),
+            ]
+            for name in ("without_streams", "with_streams"):
+                f = r[name]
+                lines.append(
+                    f"    {name.replace('_', ' ')}: server handler p99 {f['server_handler_p99_ms']:.3f} ms, server CPU "
+                    f"{100 * f['server_cpu']:.0f} %, RESOURCE_EXHAUSTED {f['server_resource_exhausted']:.0f}, "
+                    f"foresight_open_streams {f['open_streams']:.0f}"
+                )
+        lines.append(
             f"  server resident memory: {s['rss_mib_no_streams']:.0f} MiB with {max(args.objects, args.streams)} "
-            f"warm series and no stream, {s['rss_mib_streams']:.0f} MiB with the streams open",
-            f"  server CPU with the streams open and no unary load: {100 * s['server_cpu_idle_streams']:.1f} % of a "
-            f"core; during the unary load: {100 * s['with_streams']['server_cpu']:.0f} %",
-        ]
-        ok_p99 = s["with_streams"]["p99_ms"] <= BAR_P99_MS
-        no_exhausted = s["server_resource_exhausted"] == 0 and "RESOURCE_EXHAUSTED" not in (h["errors"] or {})
-        all_open = s["streams_opened"] == args.streams
+            f"warm series and no stream, {s.get('rss_mib_streams', float('nan')):.0f} MiB with the streams open"
+        )
+        with_streams = [r["with_streams"] for r in s["rounds"]]
+        ok_p99 = all(f["p99_ms"] <= BAR_P99_MS for f in with_streams)
+        no_exhausted = all(
+            f["server_resource_exhausted"] == 0 and "RESOURCE_EXHAUSTED" not in (r["holder"]["errors"] or {})
+            for f, r in zip(with_streams, s["rounds"], strict=True)
+        )
+        all_open = all(r["streams_opened"] == args.streams for r in s["rounds"])
         lines.append(
             f"bar: unary p99 <= {BAR_P99_MS:.0f} ms with streams open: {'PASS' if ok_p99 else 'FAIL'}; "
             f"no RESOURCE_EXHAUSTED: {'PASS' if no_exhausted else 'FAIL'}; "
@@ -334,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per unary run [20]")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first [2]")
     parser.add_argument("--rounds", type=int, default=2, help="sync/aio unary rounds, alternating [2]; 0 skips")
+    parser.add_argument(
+        "--stream-rounds", type=int, default=2, help="unary runs without then with the streams, alternating [2]"
+    )
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of server CPU sampled with idle streams")
     parser.add_argument("--no-streams", action="store_true", help="only the sync/aio unary comparison")
     parser.add_argument("--seed-timeout", type=float, default=600.0)
