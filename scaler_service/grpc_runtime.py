@@ -131,7 +131,7 @@ class SyncGrpc:
         self._health.enter_graceful_shutdown()
         self._servicer.shutdown()
         if self._server is not None:
-            self._server.stop(grace_s).wait(grace_s + 1.0)
+            self._server.stop(grace_s).wait(grace_s + 0.1)
 
     def open_streams(self) -> int:
         return 0  # counted in foresight_open_streams
@@ -196,12 +196,12 @@ class AioGrpc:
         if loop is None or thread is None or not thread.is_alive():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._stop(grace_s), loop).result(grace_s + 2.0)
+            asyncio.run_coroutine_threadsafe(self._stop(grace_s), loop).result(grace_s + 0.5)
         except TimeoutError:
             log.warning("the gRPC server did not stop within its grace period", grace_s=grace_s)
         finally:
             loop.call_soon_threadsafe(loop.stop)
-            thread.join(10.0)
+            thread.join(1.0)
 
     async def _stop(self, grace_s: float) -> None:
         if self._health is not None:
