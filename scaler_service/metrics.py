@@ -234,4 +234,25 @@ def _f(x: float) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-__all__ = ["DEFAULT_METRICS_MAX_SUBSCRIPTIONS", "CacheView", "EngineCollector", "ScalerMetrics"]
+class GrpcConnectionsCollector(Collector):
+    """Client connections the aio gRPC server has seen (new peer addresses): with ``max_connection_age`` they
+    are recycled, so this keeps growing while KEDA's client reconnects (and re-resolves the Service)."""
+
+    def __init__(self, connections_seen: Callable[[], int]) -> None:
+        self._connections_seen = connections_seen
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "foresight_grpc_connections",
+            "Client connections seen by the gRPC server (recycled after --max-connection-age)",
+            value=self._connections_seen(),
+        )
+
+
+__all__ = [
+    "DEFAULT_METRICS_MAX_SUBSCRIPTIONS",
+    "CacheView",
+    "EngineCollector",
+    "GrpcConnectionsCollector",
+    "ScalerMetrics",
+]

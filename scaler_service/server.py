@@ -6,23 +6,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
-from typing import Any
 
-import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from forecasting.cache import CacheSettings, FitOutcome, ModelCache
-from scaler_service._generated import externalscaler_pb2 as pb
-from scaler_service._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler_service.engine import EngineSettings, FitFactory, OptOutReader, SeriesEngine, default_fit_factory
+from scaler_service.grpc_runtime import SERVICE_NAME, AioGrpc, GrpcServer, grpc_server_for
 from scaler_service.http_api import api_routes
 from scaler_service.http_server import BoundedHttpServer
-from scaler_service.metrics import EngineCollector, ScalerMetrics
-from scaler_service.servicer import ExternalScalerServicer
+from scaler_service.metrics import EngineCollector, GrpcConnectionsCollector, ScalerMetrics
 from scaler_service.settings import Settings
 from scaler_service.sources.base import DataSource
 from scaler_service.store.base import SharedStore
@@ -30,8 +23,6 @@ from scaler_service.store.memory import MemoryStore
 from scaler_service.trigger import TriggerParser
 
 log = structlog.get_logger(__name__)
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
 
 
 def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) -> Callable[[str], DataSource]:
@@ -99,11 +90,6 @@ def opt_out_from_cluster(settings: Settings) -> OptOutReader | None:
     except Exception as exc:
         log.warning("opt-out annotations not read: cannot configure the Kubernetes client", error=str(exc))
         return None
-
-
-def _read(path: Any) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
 
 
 class ScalerServer:
@@ -174,14 +160,9 @@ class ScalerServer:
             ignore_address=settings.source == "replay",
             max_points_per_fit=settings.max_points_per_fit,
         )
-        self.servicer = ExternalScalerServicer(
-            parser=self.parser,
-            engine=self.engine,
-            metrics=self.metrics,
-            max_streams=max(1, settings.grpc_workers // 2),
-        )
-        self.health = health.HealthServicer()
-        self._grpc: grpc.Server | None = None
+        self.grpc: GrpcServer = grpc_server_for(settings, parser=self.parser, engine=self.engine, metrics=self.metrics)
+        if isinstance(self.grpc, AioGrpc):
+            self.registry.register(GrpcConnectionsCollector(self.grpc.connections_seen))
         self._http: BoundedHttpServer | None = None
         self._serving = False
         self._stopped = threading.Event()
@@ -204,37 +185,10 @@ class ScalerServer:
 
     def start(self) -> None:
         s = self.settings
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="grpc"),
-            options=[("grpc.so_reuseport", 0)],
-        )
-        pb_grpc.add_ExternalScalerServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        address = f"{s.bind_address}:{s.grpc_port}"
-        if s.tls_cert is not None and s.tls_key is not None:
-            client_ca = None if s.tls_client_ca is None else _read(s.tls_client_ca)
-            credentials = grpc.ssl_server_credentials(
-                [(_read(s.tls_key), _read(s.tls_cert))],
-                root_certificates=client_ca,
-                require_client_auth=client_ca is not None,
-            )
-            self.grpc_port = server.add_secure_port(address, credentials)
-        else:
-            self.grpc_port = server.add_insecure_port(address)
-        if self.grpc_port == 0:
-            raise OSError(f"cannot bind gRPC to {address}")
         self.cache.start()
         self.engine.start()
-        server.start()
-        self._grpc = server
+        self.grpc.start()
+        self.grpc_port = self.grpc.port
         routes = api_routes(
             registry=self.registry,
             engine=self.engine,
@@ -248,8 +202,6 @@ class ScalerServer:
         self._http.start()
         self.http_port = self._http.port
         self._serving = True
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "scaler serving",
             grpc_port=self.grpc_port,
@@ -257,6 +209,10 @@ class ScalerServer:
             source=s.source,
             tls=s.tls_enabled,
             mutual_tls=s.tls_client_ca is not None,
+            grpc_server=s.grpc_server,
+            max_streams=s.max_streams if s.grpc_server == "aio" else max(1, s.grpc_workers // 2),
+            max_connection_age=s.max_connection_age,
+            max_connection_age_grace=s.max_connection_age_grace,
         )
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -271,11 +227,7 @@ class ScalerServer:
         # The HTTP server and the process exit need a moment after the loops: keep it inside the grace period.
         deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._serving = False
-        self.health.enter_graceful_shutdown()
-        self.servicer.shutdown()
-        if self._grpc is not None:
-            remaining = max(0.0, deadline - time.monotonic())
-            self._grpc.stop(remaining).wait(remaining + 0.1)
+        self.grpc.stop(max(0.0, deadline - time.monotonic()))
         self.engine.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.cache.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.store.close()
