@@ -21,13 +21,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler_service.client import ScalerClient, channel
-from tests.deploy.conftest import OBJECTS, RunningScaler, fitted
+from tests.deploy.conftest import OBJECTS, REGISTER_DEADLINE_S, RunningScaler, fitted
 from tests.deploy.monitoring import PROMETHEUS_OWN, dashboard_queries, metric_names, rules, selected_metrics
 from tests.deploy.render import ROOT
 from tests.support.prometheus import free_port
 
 REDIS_SERVER = os.environ.get("FORESIGHT_REDIS_SERVER", "/usr/bin/redis-server")
-FIT_TIMEOUT_S = 180.0
+FIT_TIMEOUT_S = 300.0
 # A cheap fit (5 days at 5 minutes): only the names matter here, the install test fits one-minute data.
 METRICS_OBJECTS = {
     name: {**metadata, "queryStep": "5m", "historyTimeWindow": "5d"} for name, metadata in OBJECTS.items()
@@ -109,14 +109,14 @@ def scaler_from_source(
                 time.sleep(0.3)
         client = ScalerClient(channel(scaler.grpc_address))
         for name, metadata in METRICS_OBJECTS.items():
-            client.keda_poll("metrics-test", name, metadata)
+            client.keda_poll("metrics-test", name, metadata, deadline_s=REGISTER_DEADLINE_S)
         deadline = time.monotonic() + FIT_TIMEOUT_S
         while not fitted(scaler):
             assert proc.poll() is None, f"the scaler exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no fit within {FIT_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
             time.sleep(1.0)
         for name, metadata in METRICS_OBJECTS.items():
-            client.keda_poll("metrics-test", name, metadata)
+            client.keda_poll("metrics-test", name, metadata, deadline_s=REGISTER_DEADLINE_S)
         yield scaler
     finally:
         if client is not None:
