@@ -3,8 +3,9 @@
 The names are read from the services themselves, not from a list: a scaler started from the source tree
 (`python -m scaler_service serve --source replay`, sharing work through a real redis-server so the shared-store
 metric exists, with ScaledObjects registered through the KEDA-like client and a fit landed) and its `/metrics`; and
-the rightsizer's metrics file after a dry run on the bundled fleet (`rightsizer recommend --metrics-textfile`), the
-same metrics it pushes to a Pushgateway. A name that is missing fails with the list of missing names.
+what the rightsizer pushes to a Pushgateway (here a push endpoint of ours over real HTTP) after a dry run on the
+bundled fleet (`rightsizer recommend --pushgateway URL`, as the CronJob runs it). A name that is missing fails with
+the list of missing names.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -34,13 +37,24 @@ METRICS_OBJECTS = {
 }
 
 
+_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("_count", "_sum"),
+    "info": ("_info",),
+}
+
+
 def exported_names(exposition: str) -> set[str]:
-    """Sample names (``x_total``, ``x_bucket``, ...) and family names of a Prometheus text exposition."""
+    """The sample names a Prometheus text exposition declares: every family (``# TYPE``), with the suffixes its type
+    gives its samples (``x_total``, ``x_bucket``, ...), whether or not a labelled family has a series yet (a
+    counter of rollbacks has none until the first rollback)."""
     names: set[str] = set()
     for family in text_string_to_metric_families(exposition):
-        if family.samples:
-            names.add(family.name)
-            names.update(sample.name for sample in family.samples)
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ()))
+        names.update(sample.name for sample in family.samples)
     return names
 
 
@@ -129,20 +143,62 @@ def scaler_from_source(
             proc.wait()
 
 
+class _Pushgateway:
+    """A Pushgateway's push endpoint over real HTTP on loopback: records each push's path and body."""
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, str]] = []
+        pushes = self.pushes
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _push(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                pushes.append((self.path, self.rfile.read(length).decode()))
+                self.send_response(200)
+                self.end_headers()
+
+            do_PUT = do_POST = _push
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @pytest.fixture(scope="module")
-def rightsizer_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def rightsizer_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+    """Names the rightsizer pushes after a dry run on the bundled fleet, as the CronJob runs it."""
     work = tmp_path_factory.mktemp("rightsizer-metrics")
-    textfile = work / "rightsizer.prom"
-    done = subprocess.run(
-        [sys.executable, "-m", "rightsizer", "recommend", "--output", "json", "--metrics-textfile", str(textfile)],
-        cwd=work,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return exported_names(textfile.read_text(encoding="utf-8"))
+    config = work / "config.yaml"  # as the CronJob's: decisions recorded in an audit log
+    config.write_text(f"dry_run: true\naudit_log: {work / 'audit.jsonl'}\n", encoding="utf-8")
+    command = [sys.executable, "-m", "rightsizer", "recommend", "--output", "json", f"--config={config}"]
+    gateway = _Pushgateway()
+    try:
+        done = subprocess.run(
+            [*command, f"--pushgateway={gateway.url}"],
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert gateway.pushes, "nothing was pushed"
+        # The alerts select job="foresight-rightsizer": the job the rightsizer pushes under.
+        assert all(path.startswith("/metrics/job/foresight-rightsizer") for path, _ in gateway.pushes), gateway.pushes
+        yield {name for _, body in gateway.pushes for name in exported_names(body)}
+    finally:
+        gateway.close()
 
 
 def test_every_metric_the_alerts_and_dashboard_read_is_exported(
