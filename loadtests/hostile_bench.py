@@ -11,6 +11,7 @@ Scenarios (``--only`` picks some):
 - ``series``: 10,000 ScaledObjects with distinct replay queries (one poll each): size and time of
   ``/forecast`` (default page) and ``/metrics``; then 10,000 more (20,000 queries): RSS after and how many
   were refused.
+- ``series-1s``: 2,000 ScaledObjects with ``queryStep=1s``: RSS per series (each keeps 2 h of recent points).
 - ``amplification``: one trigger with ``queryStep=1s`` and ``historyTimeWindow=400d`` against a fake
   Prometheus of ours that counts the points and range queries asked for (and answers with no data).
 - ``shutdown``: a "Prometheus" that accepts connections and never answers; one poll, then SIGTERM with
@@ -46,26 +47,34 @@ from tests.fakes.prometheus_http import fake_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-SCENARIOS = ("oversized", "series", "amplification", "shutdown")
+SCENARIOS = ("oversized", "series", "series-1s", "amplification", "shutdown")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Server:
-    """The serve command from ``tree``, ports read from its "scaler serving" log line."""
+    """The serve command from ``tree`` on free loopback ports, ready once /healthz answers."""
 
     def __init__(self, tree: Path, work: Path, *args: str) -> None:
         self.log_path = work / f"server-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
+        self.grpc_port, self.http_port = free_port(), free_port()
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        command = [PYTHON, "-m", "scaler_service", "serve", "--grpc-port", "0", "--http-port", "0"]
-        command += ["--bind-address", "127.0.0.1", "--kube-annotations", "false", *args]
+        command = [PYTHON, "-m", "scaler_service", "serve", "--grpc-port", str(self.grpc_port)]
+        command += ["--http-port", str(self.http_port), "--bind-address", "127.0.0.1"]
+        command += ["--kube-annotations", "false", *args]
         self.process = subprocess.Popen(command, cwd=tree, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while True:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if "scaler serving" in line:
-                    doc = json.loads(line)
-                    self.grpc_port, self.http_port = int(doc["grpc_port"]), int(doc["http_port"])
-                    return
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start; see {self.log_path}")
             time.sleep(0.2)
@@ -130,7 +139,7 @@ def oversized(tree: Path, work: Path) -> dict[str, Any]:
         server.stop()
 
 
-def _poll_many(target: str, first: int, count: int) -> Counter[str]:
+def _poll_many(target: str, first: int, count: int, step: str = "5m") -> Counter[str]:
     def one(i: int) -> str:
         ref = pb.ScaledObjectRef(
             namespace="bench",
@@ -138,7 +147,7 @@ def _poll_many(target: str, first: int, count: int) -> Counter[str]:
             scalerMetadata={
                 "query": f"nasa-http-1995?scale={1 + i / 100_000:.5f}",
                 "threshold": "50",
-                "queryStep": "5m",
+                "queryStep": step,
             },
         )
         return _code(lambda: stub.IsActive(ref, timeout=1.0))[0]
@@ -167,6 +176,25 @@ def series(tree: Path, work: Path) -> dict[str, Any]:
             "metrics_s": round(metrics_s, 3),
             "next_10000": dict(second),
             "rss_after_20000_mib": round(server.rss_mib()),
+        }
+    finally:
+        server.stop()
+
+
+def series_1s(tree: Path, work: Path) -> dict[str, Any]:
+    """Memory per series at the finest queryStep: each keeps 2 h of recent points (720 at most)."""
+    server = Server(tree, work, "--source", "replay", "--max-concurrent-fits", "1", "--log-level", "warning")
+    try:
+        rss0 = server.rss_mib()
+        codes = _poll_many(server.target, 0, 2_000, step="1s")
+        time.sleep(30.0)  # first fetches (each seeds 2 h of history) finish on the fetch workers
+        rss1 = server.rss_mib()
+        return {
+            "series": 2_000,
+            "codes": dict(codes),
+            "rss_before_mib": round(rss0),
+            "rss_after_mib": round(rss1),
+            "kib_per_series": round((rss1 - rss0) * 1024 / 2_000, 1),
         }
     finally:
         server.stop()
@@ -233,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     trees = {"this tree": REPO}
     if args.baseline is not None:
         trees = {"baseline": args.baseline.resolve(), **trees}
-    functions = {"oversized": oversized, "series": series, "amplification": amplification, "shutdown": shutdown}
+    functions = {
+        "oversized": oversized,
+        "series": series,
+        "series-1s": series_1s,
+        "amplification": amplification,
+        "shutdown": shutdown,
+    }
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="hostile-bench-") as tmp:
         for scenario in args.only or SCENARIOS:

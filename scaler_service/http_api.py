@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -22,6 +23,7 @@ from scaler_service.engine import SeriesEngine, Subscription
 from scaler_service.fit_resolution import DEFAULT_MAX_POINTS_PER_FIT, FitTooCoarse, fit_resolution
 from scaler_service.http_server import Request, Response, Routes, text
 from scaler_service.trigger import format_duration
+from scaler_service.web import page as web_page
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -278,7 +280,19 @@ def api_routes(
         body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
         return Response(200, body, "application/json")
 
-    return {"/metrics": metrics, "/healthz": healthz, "/forecast": forecast}
+    def live_view(request: Request) -> Response:
+        page = web_page.respond(engine, cache, forecast_view, request.path, urlencode(request.query), now=clock())
+        if page is None:
+            return text(404, "not found: try /, /metrics, /forecast or /healthz\n")
+        return Response(page.status, page.body, page.content_type, dict(page.headers))
+
+    return {
+        "/metrics": metrics,
+        "/healthz": healthz,
+        "/forecast": forecast,
+        "/": live_view,
+        web_page.OBJECT_PREFIX + "*": live_view,
+    }
 
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Routes", "api_routes", "forecast_page", "forecast_view"]

@@ -239,7 +239,7 @@ class ScalerServer:
             return
         grace = self.settings.grace_period_s if grace_s is None else grace_s
         # The HTTP server and the process exit need a moment after the loops: keep it inside the grace period.
-        deadline = time.monotonic() + grace - min(0.5, grace / 4)
+        deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._serving = False
         self.health.enter_graceful_shutdown()
         self.servicer.shutdown()

@@ -69,8 +69,9 @@ class Settings:
     """A ScaledObject trigger not polled for this long leaves /forecast and /metrics (a duration: 10m)."""
     max_series: int = 10_000
     """Distinct series (address, query, step) followed at once; one more is refused with RESOURCE_EXHAUSTED.
-    Measured 25 KiB per warm series at queryStep 5m (loadtests/scaler_bench.py): 10,000 series take about
-    250 MiB beside the model cache's cache_max_bytes, within the manifest's 2 GiB limit."""
+    Measured 25 KiB per warm series at queryStep 5m (loadtests/scaler_bench.py) and 95 KiB at queryStep 1s
+    (2 h of recent points): 10,000 series take under 1 GiB beside the model cache's cache_max_bytes (512 MiB),
+    within the manifest's 2 GiB limit."""
     max_subscriptions: int = 20_000
     """ScaledObject triggers followed at once; one more is refused with RESOURCE_EXHAUSTED."""
     fetch_deadline: float = 30.0

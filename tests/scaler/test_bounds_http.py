@@ -105,7 +105,7 @@ def test_half_open_connections_and_disconnects_against_the_serve_command() -> No
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "scaler_service", "serve", "--grpc-port", "0", "--http-port", "0"),
-            *("--source", "replay", "--grace-period-s", "1", "--kube-annotations", "false"),
+            *("--source", "replay", "--grace-period-s", "1", "--kube-annotations", "false", "--log-level", "debug"),
         ],
         cwd=ROOT,
         env=env,
@@ -150,8 +150,8 @@ def test_half_open_connections_and_disconnects_against_the_serve_command() -> No
         _, err = proc.communicate(timeout=20)
         lines = [x for x in err.splitlines() if x.strip()]
         assert "Traceback" not in err
-        for x in lines:
-            json.loads(x)  # every line on stderr is one JSON log line
+        events = [json.loads(x)["event"] for x in lines]  # every line on stderr is one JSON log line
+        assert "http client went away" in events
     finally:
         for s in half_open:
             s.close()
