@@ -3,9 +3,9 @@
 The names are read from the services themselves, not from a list: a scaler started from the source tree
 (`python -m scaler_service serve --source replay`, sharing work through a real redis-server so the shared-store
 metric exists, with ScaledObjects registered through the KEDA-like client and a fit landed) and its `/metrics`; and
-what the rightsizer pushes to a Pushgateway (here a push endpoint of ours over real HTTP) after a dry run on the
-bundled fleet (`rightsizer recommend --pushgateway URL`, as the CronJob runs it). A name that is missing fails with
-the list of missing names.
+what the rightsizer pushes to a real Pushgateway (Debian's prometheus-pushgateway) and writes to its metrics file
+after a dry run on the bundled fleet (`rightsizer recommend --pushgateway URL`, as the CronJob runs it). A name that
+is missing fails with the list of missing names.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,8 @@ from tests.deploy.conftest import OBJECTS, REGISTER_DEADLINE_S, RunningScaler, f
 from tests.deploy.monitoring import PROMETHEUS_OWN, dashboard_queries, metric_names, rules, selected_metrics
 from tests.deploy.render import ROOT
 from tests.support.prometheus import free_port
+from tests.support.pushgateway import BINARY as PUSHGATEWAY_BINARY
+from tests.support.pushgateway import Pushgateway, metric_families
 
 REDIS_SERVER = os.environ.get("FORESIGHT_REDIS_SERVER", "/usr/bin/redis-server")
 FIT_TIMEOUT_S = 300.0
@@ -143,49 +143,22 @@ def scaler_from_source(
             proc.wait()
 
 
-class _Pushgateway:
-    """A Pushgateway's push endpoint over real HTTP on loopback: records each push's path and body."""
-
-    def __init__(self) -> None:
-        self.pushes: list[tuple[str, str]] = []
-        pushes = self.pushes
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _push(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                pushes.append((self.path, self.rfile.read(length).decode()))
-                self.send_response(200)
-                self.end_headers()
-
-            do_PUT = do_POST = _push
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture(scope="module")
 def rightsizer_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
-    """Names the rightsizer pushes after a dry run on the bundled fleet, as the CronJob runs it."""
+    """Names the rightsizer exports after a dry run on the bundled fleet, as the CronJob runs it: what a real
+    Pushgateway then serves for job foresight-rightsizer, and the families its metrics file declares (a labelled
+    counter such as rollbacks has no series, so nothing in the gateway, until the first rollback)."""
+    if shutil.which(PUSHGATEWAY_BINARY) is None:
+        pytest.skip(f"{PUSHGATEWAY_BINARY} not installed (scripts/setup.sh --with-test-tools installs it)")
     work = tmp_path_factory.mktemp("rightsizer-metrics")
     config = work / "config.yaml"  # as the CronJob's: decisions recorded in an audit log
     config.write_text(f"dry_run: true\naudit_log: {work / 'audit.jsonl'}\n", encoding="utf-8")
-    command = [sys.executable, "-m", "rightsizer", "recommend", "--output", "json", f"--config={config}"]
-    gateway = _Pushgateway()
+    textfile = work / "rightsizer.prom"
+    gateway = Pushgateway(work)
     try:
+        command = [sys.executable, "-m", "rightsizer", "recommend", "--output", "json", f"--config={config}"]
         done = subprocess.run(
-            [*command, f"--pushgateway={gateway.url}"],
+            [*command, f"--pushgateway={gateway.url}", f"--metrics-textfile={textfile}"],
             cwd=work,
             env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work)},
             capture_output=True,
@@ -193,12 +166,16 @@ def rightsizer_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[s
             timeout=300,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert gateway.pushes, "nothing was pushed"
-        # The alerts select job="foresight-rightsizer": the job the rightsizer pushes under.
-        assert all(path.startswith("/metrics/job/foresight-rightsizer") for path, _ in gateway.pushes), gateway.pushes
-        yield {name for _, body in gateway.pushes for name in exported_names(body)}
+        pushed = {
+            sample.name
+            for family in metric_families(gateway.url).values()
+            for sample in family.samples
+            if sample.labels.get("job") == "foresight-rightsizer"  # the job the alerts select
+        }
+        assert "push_time_seconds" in pushed and "rightsizer_vms_seen" in pushed, sorted(pushed)
+        yield pushed | exported_names(textfile.read_text(encoding="utf-8"))
     finally:
-        gateway.close()
+        gateway.stop()
 
 
 def test_every_metric_the_alerts_and_dashboard_read_is_exported(
