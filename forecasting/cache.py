@@ -461,7 +461,8 @@ class ModelCache:
             model = result
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._log.warning("model fit failed", key=key, error=error, has_previous=previous is not None)
+            if self._on_fit is None:  # else the owner's callback reports it: one line per fit, not two
+                self._log.warning("model fit failed", key=key, error=error, has_previous=previous is not None)
         duration = time.perf_counter() - t0
         if model is not None and self._settings.persist_dir is not None:
             self._persist(key, model)
@@ -493,7 +494,7 @@ class ModelCache:
                     self._push_due(entry)
                     if model is not None:
                         self._evict(keep=key)
-            if model is not None:
+            if model is not None and self._on_fit is None:
                 self._log.info("model fitted", key=key, model=model.name, duration_s=round(duration, 3))
             if self._on_fit is not None:
                 outcome = FitOutcome(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import time
@@ -24,18 +25,26 @@ from typing import Any, TextIO
 
 import structlog
 
-from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load_prices
+from forecasting.log_setup import route_stdlib_logging
+from rightsizer.catalogue import Catalogue, load_catalogue, load_prices
 from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
 from rightsizer.domain import Recommendation, VmInfo
-from rightsizer.inputs import InputError, load_inventory_with_as_of, load_metrics_csv, parse_timestamp
+from rightsizer.exit_codes import ExitCode, exit_code_for
+from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, parse_timestamp
 from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
-from rightsizer.prices import PriceDataError
-from rightsizer.settings import Settings, SettingsError, load_settings
+from rightsizer.settings import Settings, load_settings
 
 EXAMPLE_INVENTORY = "fleet-inventory.json"
 EXAMPLE_METRICS = "fleet-metrics.csv.gz"
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("foresight")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 class UsageError(ValueError):
@@ -134,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rightsizer",
         description="Azure VM rightsizing: recommend (dry run by default) and, with --apply, resize safely.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", default="json", choices=("json", "console"))
     sub = parser.add_subparsers(dest="command")
@@ -182,7 +192,12 @@ def configure_logging(level: str, fmt: str) -> None:
         "warning": logging.WARNING,
         "error": logging.ERROR,
     }
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())  # no escape codes in files and pipes
+    )
+    route_stdlib_logging(renderer, levels[level], _CurrentStderr())  # type: ignore[arg-type]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -289,7 +304,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     i = 0
     while i < len(args_list) and args_list[i].split("=", 1)[0] in ("--log-level", "--log-format"):
         i += 1 if "=" in args_list[i] else 2
-    top_help = i < len(args_list) and args_list[i] in ("-h", "--help")
+    top_help = i < len(args_list) and args_list[i] in ("-h", "--help", "--version")
     if (i >= len(args_list) or args_list[i] not in commands) and not top_help:
         args_list.insert(i, "recommend")
     args = parser.parse_args(args_list)
@@ -303,9 +318,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             parser.error(f"command {args.command!r} has no handler")
         result = handler(args)
         return int(result or 0)
-    except (UsageError, InputError, SettingsError, PriceDataError, CatalogueError) as exc:
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is ExitCode.INTERNAL:
+            structlog.get_logger("rightsizer").exception("internal error", error=str(exc))
         print(f"rightsizer: error: {exc}", file=sys.stderr)
-        return 2
+        return int(code)
 
 
 def _subcommand_names(parser: argparse.ArgumentParser) -> list[str]:

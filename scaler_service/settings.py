@@ -74,6 +74,8 @@ class Settings:
             raise SettingsError(f"source: must be 'prometheus' or 'replay', got {self.source!r}")
         if self.log_format not in ("json", "console"):
             raise SettingsError(f"log_format: must be 'json' or 'console', got {self.log_format!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
         for name in ("grpc_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:

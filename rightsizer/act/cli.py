@@ -32,6 +32,7 @@ from rightsizer.act.tags import iso, parse_iso
 from rightsizer.audit import AuditLog, monthly_report
 from rightsizer.azure.errors import AzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
+from rightsizer.exit_codes import ExitCode, exit_code_for
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
@@ -57,7 +58,7 @@ def register(subparsers: Any) -> None:
 
     audit = subparsers.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 when tampered")
+    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 4 when tampered")
     verify.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
     verify.add_argument("--config", help="settings file (YAML or JSON)")
     verify.set_defaults(func=_wrap(cmd_audit_verify))
@@ -91,7 +92,7 @@ def _wrap(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
             return handler(args)
         except (CommandError, AzureError, ValueError, OSError) as error:
             print(f"rightsizer: error: {error}", file=sys.stderr)
-            return 2
+            return int(exit_code_for(error))
 
     return run
 
@@ -215,7 +216,7 @@ def cmd_audit_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> 
         raise CommandError(f"audit log {audit.path} does not exist")
     result = audit.verify()
     out.write(result.describe(audit.path) + "\n")
-    return 0 if result.ok else 1
+    return ExitCode.OK if result.ok else ExitCode.CHECK_FAILED
 
 
 def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:

@@ -331,11 +331,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         print(f"error: {exc}", file=err)
         return 2
     except Exception as exc:
-        from scaler_service.sources.base import SourceError
+        from scaler_service.sources.base import SourceError, SourceUnavailable
 
         if isinstance(exc, SourceError):
             print(f"error: {exc}", file=err)
-            return 2
+            return 3 if isinstance(exc, SourceUnavailable) else 2  # 3: Prometheus unreachable
         raise
     verdict = make_verdict(report)
     if args.plot:

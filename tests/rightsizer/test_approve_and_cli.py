@@ -188,7 +188,7 @@ def test_audit_verify_and_report_through_the_cli(tmp_path: Path, capsys: pytest.
     assert "$99.50" in capsys.readouterr().out
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     path.write_text(lines[0] + lines[2], encoding="utf-8")
-    assert main(["audit", "verify", "--audit-log", str(path)]) == 1
+    assert main(["audit", "verify", "--audit-log", str(path)]) == 4  # a check failed
     assert "TAMPERED at line 2" in capsys.readouterr().out
     assert main(["report", "--month", "11/2026", "--audit-log", str(path)]) == 2
     assert "YYYY-MM" in capsys.readouterr().err

@@ -349,5 +349,5 @@ def test_query_command(start_scaler: StartScaler, source: ScriptedSource) -> Non
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input
     assert "INVALID_ARGUMENT" in bad.stderr and "threshold: must be a number > 0" in bad.stderr
