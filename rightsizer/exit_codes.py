@@ -11,7 +11,7 @@ from enum import IntEnum
 
 import requests
 
-from rightsizer.azure.errors import TransientAzureError
+from rightsizer.azure.errors import AzureError, TransientAzureError
 
 
 class ExitCode(IntEnum):
@@ -44,6 +44,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
     """What a failure that reached the command line means for the exit code."""
     if isinstance(error, _UNREACHABLE + _azure_core_unreachable()):
         return ExitCode.UNREACHABLE
+    if isinstance(error, AzureError):  # a permanent 4xx: what was asked of Azure is wrong
+        return ExitCode.BAD_INPUT
     if isinstance(error, ValueError | FileNotFoundError | IsADirectoryError | PermissionError | NotADirectoryError):
         return ExitCode.BAD_INPUT
     return ExitCode.INTERNAL

@@ -18,7 +18,8 @@ from forecasting.cache import CacheSettings, FitOutcome, ModelCache
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler_service.engine import EngineSettings, FitFactory, OptOutReader, SeriesEngine, default_fit_factory
-from scaler_service.http_api import HttpServer
+from scaler_service.http_api import api_routes
+from scaler_service.http_server import BoundedHttpServer
 from scaler_service.metrics import EngineCollector, ScalerMetrics
 from scaler_service.servicer import ExternalScalerServicer
 from scaler_service.settings import Settings
@@ -42,7 +43,7 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
                 if settings.source == "replay":
                     from scaler_service.sources.replay import ReplaySource
 
-                    source = ReplaySource(clock=clock)
+                    source = ReplaySource(clock=clock, replay_dir=settings.replay_dir)
                 else:
                     from scaler_service.sources.prometheus import PrometheusSource
 
@@ -93,6 +94,7 @@ class ScalerServer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self._opt_out = opt_out
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
@@ -110,10 +112,16 @@ class ScalerServer:
         self.engine = SeriesEngine(
             source_for=source_for if source_for is not None else make_source_for(settings, clock),
             cache=self.cache,
-            fit_factory=fit_factory if fit_factory is not None else default_fit_factory(clock),
+            fit_factory=fit_factory
+            if fit_factory is not None
+            else default_fit_factory(clock, max_points_per_fit=settings.max_points_per_fit),
             settings=EngineSettings(
                 fetch_interval_s=settings.fetch_interval_s,
                 idle_drop_s=settings.idle_drop_s,
+                subscription_idle_s=settings.subscription_idle,
+                max_series=settings.max_series,
+                max_subscriptions=settings.max_subscriptions,
+                fetch_deadline_s=settings.fetch_deadline,
                 fetch_workers=settings.fetch_workers,
                 default_refit_interval_s=settings.refit_interval_s,
                 records_dir=settings.records_dir,
@@ -123,12 +131,19 @@ class ScalerServer:
             clock=clock,
         )
         self.registry.register(
-            EngineCollector(self.engine, self.cache, cache_bytes=lambda: int(self.cache.stats().bytes), clock=clock)
+            EngineCollector(
+                self.engine,
+                self.cache,
+                cache_bytes=lambda: int(self.cache.stats().bytes),
+                clock=clock,
+                max_subscriptions=settings.metrics_max_subscriptions,
+            )
         )
         self.parser = TriggerParser(
             default_address=settings.default_address,
             allowed_addresses=settings.allowed_addresses,
             ignore_address=settings.source == "replay",
+            max_points_per_fit=settings.max_points_per_fit,
         )
         self.servicer = ExternalScalerServicer(
             parser=self.parser,
@@ -138,7 +153,7 @@ class ScalerServer:
         )
         self.health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
-        self._http: HttpServer | None = None
+        self._http: BoundedHttpServer | None = None
         self._serving = False
         self._stopped = threading.Event()
         self.grpc_port = 0
@@ -191,14 +206,15 @@ class ScalerServer:
         self.engine.start()
         server.start()
         self._grpc = server
-        self._http = HttpServer(
-            s.bind_address,
-            s.http_port,
+        routes = api_routes(
             registry=self.registry,
             engine=self.engine,
             cache=self.cache,
             healthy=lambda: self._serving,
+            clock=self._clock,
+            max_points_per_fit=s.max_points_per_fit,
         )
+        self._http = BoundedHttpServer(s.http_bind_address or s.bind_address, s.http_port, routes)
         self._http.start()
         self.http_port = self._http.port
         self._serving = True
@@ -214,17 +230,24 @@ class ScalerServer:
         )
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Graceful: NOT_SERVING, end streams, refuse new calls, let in-flight calls finish, stop loops."""
+        """Graceful: NOT_SERVING, end streams, refuse new calls, let in-flight calls finish, stop loops.
+
+        Returns within about ``grace`` seconds whatever a fetch or a fit is doing: their threads are daemons,
+        left behind when the grace period is over.
+        """
         if self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        # The HTTP server and the process exit need a moment after the loops: keep it inside the grace period.
+        deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._serving = False
         self.health.enter_graceful_shutdown()
         self.servicer.shutdown()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 5.0)
-        self.engine.stop()
-        self.cache.stop()
+            remaining = max(0.0, deadline - time.monotonic())
+            self._grpc.stop(remaining).wait(remaining + 0.1)
+        self.engine.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.cache.stop(timeout=max(0.0, deadline - time.monotonic()))
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import structlog
 
 from rightsizer.catalogue import Catalogue
 from rightsizer.decide.gates import (
@@ -17,10 +19,14 @@ from rightsizer.decide.gates import (
     group_key,
     skip_gates,
 )
-from rightsizer.decide.sizing import Sizing, UsageStats, choose_size, usage_stats
+from rightsizer.decide.sizing import Sizing, choose_size
+from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import Action, Decision, PowerState, Recommendation, VmInfo
 from rightsizer.metrics import NoUsage, Usage, VmUsage
 from rightsizer.settings import Settings
+
+# Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
+log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,25 +99,38 @@ def recommend(
             continue
         sized.append((vm, usage))
     all_stats = _all_usage_stats(sized, now, settings)
-    for vm, _ in sized:
-        stats = all_stats[vm.id]
+    for vm, vm_usage in sized:
+        stats = all_stats.get(vm.id)
+        if isinstance(stats, Exception):
+            out[vm.id] = _rec(vm, Decision.SKIP, f"could not evaluate: {type(stats).__name__}: {stats}", "error")
+            continue
+        assert stats is not None
         if on_vm is not None:
             on_vm(vm, stats)
-        sizing = choose_size(vm, stats, catalogue, settings, now)
-        conf = stats.confidence
+        try:
+            sizing = choose_size(vm, stats, catalogue, settings, now)
+        except Exception as exc:  # one VM's unexpected data must not stop the fleet
+            log.exception("decide.vm_failed", vm=vm.name)
+            out[vm.id] = _rec(vm, Decision.SKIP, f"could not size: {type(exc).__name__}: {exc}", "error")
+            continue
+        if vm_usage.data_note:
+            sizing = replace(sizing, reason=f"{sizing.reason}; data: {vm_usage.data_note}")
+        conf = sizing.probability
         if sizing.problem:
             out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, "sizing", sizing, conf)
             continue
         if sizing.action is Action.NONE:
-            out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, None, sizing, conf)
+            out[vm.id] = _rec(vm, Decision.SKIP, _with_confidence(sizing.reason, sizing), None, sizing, conf)
             continue
         if sizing.undersized:
             # Growing a VM costs money: shown to people, never applied by the rightsizer.
             if conf < settings.gates.min_confidence:
-                reason = f"confidence {conf:.3f} < {settings.gates.min_confidence:g}; {sizing.reason}"
+                reason = f"{_confidence_skip(sizing, settings)}; {sizing.reason}"
                 out[vm.id] = _rec(vm, Decision.SKIP, reason, "confidence", sizing, conf)
             else:
-                out[vm.id] = _rec(vm, Decision.RECOMMEND_ONLY, sizing.reason, None, sizing, conf)
+                out[vm.id] = _rec(
+                    vm, Decision.RECOMMEND_ONLY, _with_confidence(sizing.reason, sizing), None, sizing, conf
+                )
             continue
         skip = skip_gates(vm, conf, sizing.monthly_savings, fleet, settings)
         candidates.append(_Candidate(vm, sizing, stats, skip))
@@ -123,7 +142,7 @@ def recommend(
         if c.skip is None and key is not None and key not in claimed and c.sizing.action is Action.RESIZE:
             claimed[key] = c.vm.name
     for c in candidates:
-        conf = c.stats.confidence
+        conf = c.sizing.probability
         skip = c.skip
         key = group_key(c.vm)
         if (
@@ -138,13 +157,18 @@ def recommend(
             )
         if skip is not None:
             gate, reason = skip
-            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({c.sizing.reason})", gate, c.sizing, conf)
+            why = c.sizing.reason
+            if gate == "confidence":
+                reason = _confidence_skip(c.sizing, settings)
+            else:
+                why = _with_confidence(why, c.sizing)
+            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({why})", gate, c.sizing, conf)
             continue
         result = approval_gate(c.vm, c.sizing.action, c.sizing.target, c.sizing.monthly_savings, now, settings)
         out[c.vm.id] = _rec(
             c.vm,
             result.decision,
-            f"{c.sizing.reason}; {result.reason}",
+            f"{_with_confidence(c.sizing.reason, c.sizing)}; {result.reason}",
             result.gate,
             c.sizing,
             conf,
@@ -153,14 +177,39 @@ def recommend(
     return [out[vm.id] for vm in vms]
 
 
-def _all_usage_stats(sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settings: Settings) -> dict[str, UsageStats]:
-    """Per-VM statistics; the forecast fits run on ``forecast.workers`` threads (results do not depend on it)."""
+def _all_usage_stats(
+    sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settings: Settings
+) -> dict[str, UsageStats | Exception]:
+    """Per-VM statistics (or the exception one VM raised, so the others go on); the forecast fits run on
+    ``forecast.workers`` threads (results do not depend on it)."""
+
+    def one(u: VmUsage) -> UsageStats | Exception:
+        try:
+            return usage_stats(u, now, settings)
+        except Exception as exc:  # one VM's unexpected data must not stop the fleet
+            log.exception("decide.stats_failed", vm=u.vm)
+            return exc
+
     workers = settings.forecast.workers
     if workers <= 1 or len(sized) <= 1 or settings.forecast.method != "library":
-        return {vm.id: usage_stats(u, now, settings) for vm, u in sized}
+        return {vm.id: one(u) for vm, u in sized}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rightsizer-fit") as pool:
-        futures = {vm.id: pool.submit(usage_stats, u, now, settings) for vm, u in sized}
+        futures = {vm.id: pool.submit(one, u) for vm, u in sized}
         return {vm_id: f.result() for vm_id, f in futures.items()}
+
+
+def _with_confidence(reason: str, sizing: Sizing) -> str:
+    """The row's reason followed by what its confidence rests on."""
+    if sizing.confidence is None:
+        return reason
+    c = sizing.confidence
+    return f"{reason}; confidence {c.probability:.2f}: {c.reason}"
+
+
+def _confidence_skip(sizing: Sizing, settings: Settings) -> str:
+    c = sizing.confidence
+    why = "" if c is None else f": {c.reason}"
+    return f"confidence {sizing.probability:.3f} < {settings.gates.min_confidence:g}{why}"
 
 
 def _after_ha(gate: str) -> bool:

@@ -93,7 +93,7 @@ def test_list_escapes_names_filters_and_pages(
         ("/scaledobjects/only-one-part", 400, "/scaledobjects/&lt;namespace&gt;/&lt;name&gt;"),
         ("/scaledobjects/shop/nobody", 404, "No ScaledObject <b>shop/nobody</b>"),
         ("/scaledobjects/shop/%3Cscript%3E", 404, "shop/&lt;script&gt;"),
-        ("/nothing-here", 404, "not found: try /, /metrics"),
+        ("/nothing-here", 404, "not found: try /, /forecast, /healthz, /metrics"),
     ],
 )
 def test_bad_requests_are_refused_with_what_is_accepted(
