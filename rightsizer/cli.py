@@ -16,7 +16,7 @@ import importlib.metadata
 import importlib.util
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,17 +24,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from tqdm import tqdm
 
 from forecasting.log_setup import route_stdlib_logging
+from forecasting.progress import progress_bar, wants_progress
 from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load_prices
 from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
-from rightsizer.domain import Recommendation, VmInfo
+from rightsizer.domain import PowerState, Recommendation, VmInfo
 from rightsizer.exit_codes import ExitCode, exit_code_for
 from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem
 from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newest_sample, parse_timestamp
-from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
+from rightsizer.metrics import Usage, VmUsage, usage_from_prometheus, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
 from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, RunMetrics, check_pushgateway_url, export
@@ -159,7 +161,10 @@ def gather_inputs(
             client = PrometheusConnect(url=settings.metrics.prometheus_url, disable_ssl=True)
         else:
             client = prometheus_factory(settings.metrics.prometheus_url)
-        usage = usage_from_prometheus(client, vms, settings.metrics, now)
+        with progress_bar(
+            len(vms), desc="metrics", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
+        ) as bar:
+            usage = usage_from_prometheus(client, bar_iter(bar, vms), settings.metrics, now)
     else:
         raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
     return Inputs(vms, usage, now, source, gateway, basis)
@@ -299,6 +304,18 @@ def _export_targets(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _machine_output(args: argparse.Namespace) -> bool:
+    """JSON and CSV are read by programs: no progress bar even on a terminal."""
+    return getattr(args, "output", "table") in ("json", "csv")
+
+
+def bar_iter(bar: tqdm[Any], items: Sequence[VmInfo]) -> Iterator[VmInfo]:
+    """``items``, advancing ``bar`` as each one is finished (when the next is asked for, or at the end)."""
+    for item in items:
+        yield item
+        bar.update(1)
+
+
 def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, **factories: Any) -> int:
     log = structlog.get_logger("rightsizer")
     settings = load_settings(Path(args.config) if args.config else None)
@@ -331,7 +348,13 @@ def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, *
         dry_run=settings.dry_run,
         now=datetime.fromtimestamp(inputs.now, UTC).isoformat(),
     )
-    recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now)
+    to_size = sum(
+        1 for vm in inputs.vms if vm.power_state is PowerState.RUNNING and isinstance(inputs.usage.get(vm.id), VmUsage)
+    )
+    with progress_bar(
+        to_size, desc="forecast and size", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
+    ) as bar:
+        recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now, on_stats=lambda: bar.update(1))
     metrics.observe_recommendations(recs)
     for r in recs:
         log.bind(vm=r.vm.name, vm_id=r.vm.id).info(

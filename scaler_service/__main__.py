@@ -195,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args)
     if args.command == "backtest":
+        configure_logging("console", "warning")  # Prophet's and cmdstanpy's lines in our format, or silenced
         backtest = _backtest_module()
         assert backtest is not None
         return int(backtest.run(args))
