@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--client-key", type=Path, help="client key for mutual TLS")
     query.add_argument("--server-name", help="TLS server name to expect (default: from --address)")
     query.add_argument("--deadline-s", type=float, default=3.0, help="deadline of the three calls together [3]")
+    query.add_argument(
+        "--http-address",
+        metavar="HOST:PORT",
+        help="the scaler's HTTP port: also print why the value is served (reason, mode, model, confidence)",
+    )
 
     demo = sub.add_parser(
         "demo", help="start the scaler on the replay source, register bundled traces and show what it serves"
@@ -180,6 +185,14 @@ def _query(args: argparse.Namespace) -> int:
     )
     print(f"GetMetrics:    metricValueFloat={answer.value_float:.3f} metricValue={answer.value}")
     print(f"IsActive:      {str(answer.active).lower()}")
+    if args.http_address:
+        from scaler_service.client import served_why
+
+        try:
+            print(f"Why:           {served_why(args.http_address, args.namespace, args.name, answer.metric_name)}")
+        except OSError as exc:
+            print(f"error: cannot read why from http://{args.http_address}/forecast: {exc}", file=sys.stderr)
+            return ExitCode.UNREACHABLE
     return 0
 
 
