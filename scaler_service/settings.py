@@ -262,9 +262,9 @@ def _convert(name: str, raw: Any) -> Any:
             return tuple(str(i).strip() for i in items if str(i).strip())
         return str(raw)
     except ValueError as exc:
-        seconds = name in _DURATION_FIELDS or name.endswith("_s")
-        expected = "seconds or a duration such as 30s, 5m or 1h30m" if seconds else kind
-        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
+        if name in _DURATION_FIELDS or name.endswith("_s"):
+            kind = "seconds or a duration (30s, 10m, 1h30m)"
+        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {kind}") from exc
 
 
 def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
