@@ -1,29 +1,34 @@
 """Confidence that a new size holds: the estimated probability that the VM stays within its limits on it.
 
 The limits are the ones the size was chosen for, on the *target* size: P95 CPU under the CPU target (80 %,
-40 % for user-facing VMs), the memory statistic under the memory limit (70 %), and for a burstable target the
-mean CPU under its baseline. The estimate is a walk-forward backtest on the VM's own history:
+40 % for user-facing VMs), the memory statistic under the memory limit (70 %), and for a burstable target
+its CPU credits never running out (the mean CPU under the baseline, bursts covered by the bank). The
+estimate is a walk-forward backtest on the VM's own history:
 
 1. **Windows.** The history is cut into whole days (a day is the shortest window that holds a VM's daily
    cycle). For every day from the third on, the statistic learned from all the days before it is compared
    with the statistic the day itself realised: ``r_k = realised_k / learned_k``, i.e. how much more (or
    less) than "what the past said" the next window needed. With 7 days of history that is 5 windows, with
    14 days 12 (the learning part grows from 2 to 13 days; one day says nothing of a VM whose days differ).
-   A day's statistic varies more than a week's, so judging the coming week by single days errs on the
-   safe side.
+   A P95 is judged by single days: a week's P95 lies between its days' lowest and highest P95, so a day's
+   errs on the safe side. A mean over the week is the average of its days' means (step 2).
 2. **Margin.** The target leaves a headroom ``h = limit / statistic on the target``: it holds as long as the
    coming week needs less than ``h`` times what the history says. ``log r`` is treated as normal with unknown
-   mean and variance, so the next window's ``log r`` follows the Student-t *predictive* distribution:
-   centre the mean of the ``log r_k``, scale ``s * sqrt(1 + 1/n)``, ``n - 1`` degrees of freedom. Few
-   windows mean heavy tails and a lower probability: this is the small-sample honesty (5 windows give
-   t with 4 degrees of freedom, far more cautious than a raw frequency of 5/5 = 100 %).
-3. **Forecast error.** The forecast's own error (its backtest error in points, relative to the statistic) is
-   added to the scale as an independent spread: ``scale^2 = s^2 (1 + 1/n) + log(1 + e)^2``.
+   mean and variance, so the coming window's ``log r`` follows the Student-t *predictive* distribution:
+   centre the mean of the ``log r_k``, scale ``s * sqrt(1 + 1/n)``, ``n - 1`` degrees of freedom; for a
+   mean, the average of the week's 7 days: scale ``s * sqrt(1/7 + 1/n)`` (never under 5 %). Few windows
+   mean heavy tails and a lower probability: this is the small-sample honesty (5 windows give t with 4
+   degrees of freedom, far more cautious than a raw frequency of 5/5 = 100 %).
+3. **Forecast error.** When the statistic is sized on the forecast (the forecast above what was observed),
+   the forecast's own error (its backtest error in points, relative to the statistic) is added to the
+   scale as an independent spread: ``scale^2 = scale^2 + log(1 + e)^2``. A statistic sized on the observed
+   history is exactly the estimator the windows backtest: nothing is added.
 4. **Limits together.** ``P(hold) = P(every limit holds) >= 1 - sum(P(limit breached))`` (the union bound:
    no assumption on how CPU and memory move together).
-5. **Breaches seen.** When the target would have been breached in past windows, the estimate is capped at
-   the rule-of-succession frequency ``(held + 1) / (n + 2)``: a breach the VM really had is never outweighed
-   by the model.
+5. **Breaches seen.** A past day breached the target when its statistic, on the target, exceeded the limit
+   (a burstable: when its credit bank, simulated on the target over the history, ran dry that day). After
+   breaches the estimate is capped at the rule-of-succession frequency ``(held + 1) / (n + 2)``: a breach
+   the VM really had is never outweighed by the model.
 
 Everything here is pure: arrays and numbers in, a :class:`Confidence` out (no clock, no I/O).
 """
@@ -126,16 +131,24 @@ def credit_exhaustion(
     history, full at its start: a day counts as breached when the balance reached zero in it.
     """
     capacity = baseline_percent * bank_s
+    windows = _judged_windows(len(cpu), step_s, cpu)
+    on_target = cpu * scale
+    earned = np.where(np.isfinite(on_target), (baseline_percent - on_target) * step_s, 0.0)
+    # Until it first runs dry, the bank is the running sum reflected under its cap: one vectorised pass
+    # settles the common case (never dry); only a bank that does run dry is walked sample by sample.
+    total = np.cumsum(earned)
+    if len(total) == 0 or float(np.min(capacity + total - np.maximum(np.maximum.accumulate(total), 0.0))) >= 0.0:
+        return (False,) * len(windows)
     balance = capacity
     empty = np.zeros(len(cpu), dtype=bool)
-    for i, pct in enumerate((cpu * scale).tolist()):
+    for i, pct in enumerate(on_target.tolist()):
         if pct != pct:  # NaN: not measured, nothing earned or spent
             continue
         balance = min(capacity, balance + (baseline_percent - pct) * step_s)
         if balance < 0.0:
             empty[i] = True
             balance = 0.0
-    return tuple(bool(empty[start:stop].any()) for start, stop in _judged_windows(len(cpu), step_s, cpu))
+    return tuple(bool(empty[start:stop].any()) for start, stop in windows)
 
 
 @dataclass(frozen=True, slots=True)
