@@ -121,17 +121,25 @@ def _judged_windows(length: int, step_s: float, values: FloatArray) -> list[tupl
 
 
 def credit_exhaustion(
-    cpu: FloatArray, step_s: float, scale: float, baseline_percent: float, *, bank_s: float = CREDIT_BANK_S
+    cpu: FloatArray,
+    step_s: float,
+    scale: float,
+    baseline_percent: float,
+    *,
+    bank_s: float = CREDIT_BANK_S,
+    windows: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[bool, ...]:
     """Per judged past day (as :func:`window_samples`): would a burstable target have run out of CPU credits.
 
     A B-series VM earns credits while under its baseline and spends them above it, banking at most
     ``bank_s`` of accrual; it is throttled only when the bank is empty. ``cpu`` (percent of the current
     size, NaN = not measured) is rescaled by ``scale`` to the target and the bank simulated over the whole
-    history, full at its start: a day counts as breached when the balance reached zero in it.
+    history, full at its start: a day counts as breached when the balance reached zero in it. ``windows``:
+    the judged days when already known (:attr:`UsageEvidence.cpu_windows`).
     """
     capacity = baseline_percent * bank_s
-    windows = _judged_windows(len(cpu), step_s, cpu)
+    if windows is None:
+        windows = _judged_windows(len(cpu), step_s, cpu)
     on_target = cpu * scale
     earned = np.where(np.isfinite(on_target), (baseline_percent - on_target) * step_s, 0.0)
     # Until it first runs dry, the bank is the running sum reflected under its cap: one vectorised pass
@@ -162,6 +170,8 @@ class UsageEvidence:
     cpu: FloatArray | None = None
     """The CPU grid itself (percent of the current size), for a burstable target's credit simulation."""
     step_s: float = 300.0
+    cpu_windows: tuple[tuple[int, int], ...] = ()
+    """The judged days of ``cpu`` as (start, stop) sample indices."""
 
 
 def usage_evidence(
@@ -174,6 +184,7 @@ def usage_evidence(
         memory=None if memory is None else window_samples(memory, step_s, memory_quantile),
         cpu=cpu,
         step_s=step_s,
+        cpu_windows=tuple(_judged_windows(len(cpu), step_s, cpu)),
     )
 
 

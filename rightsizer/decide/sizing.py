@@ -180,7 +180,11 @@ def limit_checks(
         # Credits running out is what breaks a burstable target: a past day breached it when the bank,
         # simulated on the target over the history, ran dry. The week's mean under the baseline is what keeps
         # the bank from draining; it is the observed mean (never forecast), so no forecast error is added.
-        ran_out = None if ev.cpu is None else credit_exhaustion(ev.cpu, ev.step_s, cpu_scale, 100 * baseline)
+        ran_out = (
+            None
+            if ev.cpu is None
+            else credit_exhaustion(ev.cpu, ev.step_s, cpu_scale, 100 * baseline, windows=ev.cpu_windows)
+        )
         checks.append(
             LimitCheck(
                 "mean CPU",
