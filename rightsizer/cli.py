@@ -2,7 +2,7 @@
 
 rightsizer                                   # dry run on the bundled example fleet, table output
 rightsizer recommend --inventory vms.json --metrics metrics.csv --output json
-rightsizer recommend --config rightsizer.yaml            # Azure inventory + Prometheus metrics
+rightsizer recommend --config rightsizer.yaml            # Azure inventory + Azure Monitor (or Prometheus) metrics
 rightsizer recommend --config rightsizer.yaml --apply    # act on auto/approved resizes
 rightsizer recommend --shard 0/4                          # this job's quarter of the fleet
 """
@@ -29,10 +29,11 @@ from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
 from rightsizer.domain import Recommendation, VmInfo
 from rightsizer.inputs import InputError, load_inventory_with_as_of, load_metrics_csv, parse_timestamp
-from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
+from rightsizer.metrics import Usage, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
 from rightsizer.settings import Settings, SettingsError, load_settings
+from rightsizer.sources.live import MonitorFactory, PrometheusFactory, SourceUnavailable, live_usage
 
 EXAMPLE_INVENTORY = "fleet-inventory.json"
 EXAMPLE_METRICS = "fleet-metrics.csv.gz"
@@ -91,7 +92,8 @@ def gather_inputs(
     settings: Settings,
     *,
     gateway_factory: Callable[[], Any] = _azure_gateway,
-    prometheus_factory: Callable[[str], Any] | None = None,
+    prometheus_factory: PrometheusFactory | None = None,
+    monitor_factory: MonitorFactory | None = None,
 ) -> Inputs:
     now_arg = parse_timestamp(args.now) if args.now else None
     if args.metrics and not args.inventory and not settings.azure.subscriptions:
@@ -116,16 +118,11 @@ def gather_inputs(
     if args.metrics:
         raw = load_metrics_csv(Path(args.metrics))
         usage = usage_from_raw(raw, vms, settings.metrics, now)
-    elif settings.metrics.prometheus_url:
-        if prometheus_factory is None:
-            from prometheus_api_client import PrometheusConnect
-
-            client = PrometheusConnect(url=settings.metrics.prometheus_url, disable_ssl=True)
-        else:
-            client = prometheus_factory(settings.metrics.prometheus_url)
-        usage = usage_from_prometheus(client, vms, settings.metrics, now)
     else:
-        raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
+        usage, metrics_note = live_usage(
+            vms, settings, now, prometheus_factory=prometheus_factory, monitor_factory=monitor_factory
+        )
+        source = f"{source}; metrics from {metrics_note}"
     return Inputs(vms, usage, now, source, gateway)
 
 
@@ -306,6 +303,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (UsageError, InputError, SettingsError, PriceDataError, CatalogueError) as exc:
         print(f"rightsizer: error: {exc}", file=sys.stderr)
         return 2
+    except SourceUnavailable as exc:
+        print(f"rightsizer: error: {exc}", file=sys.stderr)
+        return 3
 
 
 def _subcommand_names(parser: argparse.ArgumentParser) -> list[str]:
