@@ -158,57 +158,83 @@ class _Samples:
     memory_error: str | None = None
 
 
+class _PointDecoder:
+    """``object_pairs_hook`` for one answer: each point becomes ``(epoch, value)`` (time stamps parsed once per
+    distinct text: every series of a call shares them), and each series' ``data`` becomes an ``(n, 2)`` array as
+    soon as it is read, so an answer never holds more than one series as Python objects."""
+
+    def __init__(self) -> None:
+        self._epochs: dict[str, float] = {}
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> Any:
+        # The hot path (one call per point): a point as the service writes it, time stamp first.
+        if pairs and pairs[0][0] == "timeStamp":
+            return self._point(pairs)
+        doc = dict(pairs)
+        if "timeStamp" in doc and len(pairs) <= 8:
+            return self._point([("timeStamp", doc.pop("timeStamp")), *doc.items()])
+        data = doc.get("data")
+        if isinstance(data, list) and data and type(data[0]) is tuple:
+            try:
+                points = np.array(data, dtype=np.float64)
+            except (TypeError, ValueError):  # not all points: left as they are, and not read as a series
+                return doc
+            if points.ndim == 2 and points.shape[1] == 2:
+                doc["data"] = points
+        return doc
+
+    def _point(self, pairs: list[tuple[str, Any]]) -> tuple[float, float]:
+        text = pairs[0][1]
+        epoch = self._epochs.get(text) if type(text) is str else None
+        if epoch is None:
+            epoch = _epoch(text)
+            if type(text) is str:
+                self._epochs[text] = epoch
+        for key, value in pairs:
+            if key == AGGREGATION:
+                kind = type(value)
+                return (epoch, value if kind is float else float(value) if kind is int else math.nan)
+        return (epoch, math.nan)
+
+
+def _epoch(text: Any) -> float:
+    if not isinstance(text, str):
+        return math.nan
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return math.nan
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
 class _Capture:
-    """The client's ``cls`` hook for a streamed answer: reads the body up to ``max_bytes``, keeps the service's
-    JSON and hands the client an empty result to convert."""
+    """The client's ``cls`` hook for a streamed answer: reads the body up to ``max_bytes``, decodes the service's
+    JSON with :class:`_PointDecoder` and hands the client an empty result to convert."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.doc: Any = None
 
     def __call__(self, pipeline_response: Any, body: Iterable[bytes], headers: Any) -> dict[str, list[Any]]:
-        chunks: list[bytes] = []
-        size = 0
+        raw = bytearray()
         try:
             for chunk in body:
-                size += len(chunk)
-                if size > self.max_bytes:
+                raw += chunk
+                if len(raw) > self.max_bytes:
                     raise PermanentAzureError(
                         "metrics.query_resources",
                         f"answer larger than {self.max_bytes / 1e6:g} MB (azure_monitor.max_response_mb): "
                         "fewer resources or points per call are needed",
                     )
-                chunks.append(chunk)
         finally:
             pipeline_response.http_response.close()
         try:
-            self.doc = json.loads(b"".join(chunks))
+            self.doc = json.loads(raw, object_pairs_hook=_PointDecoder())
         except ValueError as exc:
             raise TransientAzureError("metrics.query_resources", f"answer is not JSON: {exc}") from None
         return {"values": []}
-
-
-def _parse_times(points: Sequence[Mapping[str, Any]]) -> FloatArray:
-    texts = [str(p.get("timeStamp", ""))[:19] for p in points]
-    try:
-        return np.array(texts, dtype="datetime64[s]").astype(np.int64).astype(np.float64)
-    except ValueError:
-        return np.array([_slow_time(t) for t in texts], dtype=np.float64)
-
-
-def _slow_time(text: str) -> float:
-    try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return math.nan
-
-
-def _values(points: Sequence[Mapping[str, Any]]) -> FloatArray:
-    out = np.empty(len(points), dtype=np.float64)
-    for i, p in enumerate(points):
-        v = p.get(AGGREGATION)
-        out[i] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
-    return out
 
 
 def _short(text: str) -> str:
@@ -384,11 +410,10 @@ class AzureMonitorSource:
                         target.memory_error = problem
                     continue
                 series = metric.get("timeseries") or []
-                points = series[0].get("data") or [] if series and isinstance(series[0], Mapping) else []
-                if not points:
+                points = series[0].get("data") if series and isinstance(series[0], Mapping) else None
+                if not isinstance(points, np.ndarray) or len(points) == 0:
                     continue
-                ts = _parse_times(points)
-                vs = _values(points)
+                ts, vs = points[:, 0], points[:, 1]
                 if name_text == CPU_METRIC:
                     target.timestamps.append(ts)
                     target.cpu.append(vs)

@@ -97,7 +97,10 @@ class _Grid:
 class FakeAzureMonitor:
     """Use as a context manager, or ``start()`` / ``stop()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, accept_any: bool = False) -> None:
+        # True: answer for any VM resource id, with a CPU level and memory use derived from the id (a benchmark's
+        # 10,000 VMs need no registration). False: an unknown resource gets a ``ResourceNotFound`` metric error.
+        self.accept_any = accept_any
         self.vms: dict[str, FakeMonitoredVm] = {}
         self.faults: list[MonitorFault] = []
         self.calls: list[RecordedCall] = []
@@ -289,6 +292,11 @@ def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
                 if len(parts) < 3 or parts[2].lower() != subscription.lower():
                     raise _BadRequest(400, "BadRequest", f"resource {rid} is not in subscription {subscription}")
                 vm = monitor.vms.get(rid.lower())
+                if vm is None and monitor.accept_any:
+                    seed = zlib.crc32(rid.lower().encode())
+                    vm = FakeMonitoredVm(
+                        rid, region, cpu_percent=2.0 + seed % 60, memory_used_fraction=0.1 + seed % 7 / 10
+                    )
                 if vm is not None and vm.region != region:
                     raise _BadRequest(400, "BadRequest", f"resource {rid} is in {vm.region}, not {region}")
                 vms.append(vm)
