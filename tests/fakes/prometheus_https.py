@@ -1,5 +1,6 @@
-"""A small fake Prometheus HTTP API (``/api/v1/query_range``) over HTTPS with a self-signed certificate, and
-optional bearer-token or basic authentication, for the TLS and authentication options of Prometheus clients.
+"""A small fake Prometheus HTTP API (``/api/v1/query_range`` and ``/api/v1/query``) over HTTPS with a self-signed
+certificate, and optional bearer-token or basic authentication, for the TLS and authentication options of
+Prometheus clients.
 
 The real Prometheus (tests/support/prometheus.py) serves plain HTTP in the tests; this fake exists for what is
 about the connection itself: certificate verification and credentials. Its answers are flat series: any query
@@ -88,6 +89,11 @@ def _handler(fake: FakeHttpsPrometheus) -> type[BaseHTTPRequestHandler]:
                 with fake.lock:
                     fake.refused += 1
                 self._send(401, {"status": "error", "errorType": "unauthorized", "error": "unauthorized"})
+                return
+            if split.path == "/api/v1/query":
+                value = fake.memory_percent if "memory" in query["query"] else fake.cpu_percent
+                sample = {"metric": {"instance": "x"}, "value": [float(query.get("time", 0)), repr(value)]}
+                self._send(200, {"status": "success", "data": {"resultType": "vector", "result": [sample]}})
                 return
             if split.path != "/api/v1/query_range":
                 self._send(404, {"status": "error", "errorType": "not_found", "error": split.path})

@@ -104,3 +104,22 @@ def test_cli_exits_3_when_prometheus_cannot_be_verified(prom: FakeHttpsPrometheu
         ["recommend", "--config", str(config), "--inventory", str(inventory), "--now", str(NOW)], out=io.StringIO()
     )
     assert code == 3
+
+
+def test_health_signals_use_the_same_verified_connection(prom: FakeHttpsPrometheus, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from rightsizer.act.apply import default_probe
+    from rightsizer.act.health import HealthProbeError
+    from rightsizer.act.settings import ActSettings, HealthSignal
+
+    signal = HealthSignal("cpu", 'cpu_percent{{vm="{vm}"}}', 90.0)
+    now = dt.datetime.fromtimestamp(NOW, dt.UTC)
+    act = ActSettings()
+    untrusted = default_probe(settings(prom), act)
+    with pytest.raises(HealthProbeError, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusted.check(VMS[0], [signal], now)
+    prom.cpu_percent = 95.0
+    trusted = default_probe(settings(prom, prometheus_ca_bundle=str(prom.cert_path)), act)
+    breaches = trusted.check(VMS[0], [signal], now)
+    assert [b.signal for b in breaches] == ["cpu"]
