@@ -7,7 +7,12 @@ pool; while a key is being refitted, and after a refit fails, the last good mode
 Scheduling: a registered key's first fit is due at once (unless a persisted model that still covers the
 present was loaded); after a successful fit the next one is due ``refit_interval_s`` later, moved by a random
 ``+-jitter_fraction`` so that keys registered together do not refit together; after a failure the fit is
-retried ``retry_after_failure_s`` later. :meth:`ModelCache.request_refit` makes a key due now.
+retried ``retry_after_failure_s`` later, doubling with each further consecutive failure up to
+``max_retry_after_failure_s`` (a series whose fit always fails costs a fit every few hours, not every few
+minutes). :meth:`ModelCache.request_refit` makes a key due now.
+
+Fits run on daemon threads (:class:`forecasting.workers.WorkerPool`): a fit blocked in I/O never holds the
+process at exit, and :meth:`ModelCache.stop` returns within its timeout.
 
 Persistence (optional, ``persist_dir``): after each successful fit the model is written to
 ``<persist_dir>/<sha256(key)[:32]>.json`` (``ServingModel.to_json()``; written to a temporary file and
@@ -30,18 +35,20 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from forecasting.serving import ServingModel
+from forecasting.workers import WorkerPool
 
 FitFunction = Callable[[str, ServingModel | None], ServingModel]
 """``(key, previous model or None) -> new model``; raises on failure."""
 
 _RECENT_DURATIONS = 64
+_ERROR_KEPT_CHARS = 500
+"""The text of a failed fit's error kept per key (and logged): an exception's message can be huge."""
 _IDLE_POLL_S = 1.0
 """Longest the scheduler sleeps between looks at the clock (an injected clock may jump without notice)."""
 
@@ -57,6 +64,9 @@ class CacheSettings:
     """Each refit interval is multiplied by a uniform random factor in [1 - j, 1 + j]."""
     max_concurrent_fits: int = 2
     retry_after_failure_s: float = 300.0
+    """Delay before retrying after a failed fit; doubled after each further consecutive failure."""
+    max_retry_after_failure_s: float = 6 * 3600.0
+    """The longest delay between retries of a fit that keeps failing."""
     persist_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +82,14 @@ class CacheSettings:
             raise ValueError(f"max_concurrent_fits must be >= 1, got {self.max_concurrent_fits}")
         if not (math.isfinite(self.retry_after_failure_s) and self.retry_after_failure_s > 0):
             raise ValueError(f"retry_after_failure_s must be > 0 seconds, got {self.retry_after_failure_s}")
+        if not (
+            math.isfinite(self.max_retry_after_failure_s)
+            and self.max_retry_after_failure_s >= self.retry_after_failure_s
+        ):
+            raise ValueError(
+                f"max_retry_after_failure_s must be >= retry_after_failure_s ({self.retry_after_failure_s}), "
+                f"got {self.max_retry_after_failure_s}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +203,7 @@ class ModelCache:
         self._hits = 0
         self._misses = 0
         self._durations: deque[float] = deque(maxlen=_RECENT_DURATIONS)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._scheduler: threading.Thread | None = None
         self._stopping = False
         if settings.persist_dir is not None:
@@ -376,7 +394,7 @@ class ModelCache:
                 self._changed.wait(remaining)
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(cancel_futures=True)
 
     # --- internals (the *_locked helpers below expect self._lock to be held) -------------------------
 
@@ -395,12 +413,14 @@ class ModelCache:
                     wait = _IDLE_POLL_S if next_due is None else min(max(next_due - now, 0.001), _IDLE_POLL_S)
                 self._changed.wait(wait)
 
-    def _ensure_pool(self) -> ThreadPoolExecutor:
+    def _ensure_pool(self) -> WorkerPool:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=self._settings.max_concurrent_fits, thread_name_prefix="model-fit"
-            )
+            self._pool = WorkerPool(self._settings.max_concurrent_fits, name="model-fit")
         return self._pool
+
+    def _retry_delay(self, failures: int) -> float:
+        s = self._settings
+        return min(s.retry_after_failure_s * 2.0 ** min(failures - 1, 62), s.max_retry_after_failure_s)
 
     def _jittered_interval(self, entry: _Entry) -> float:
         base = entry.refit_interval_s if entry.refit_interval_s is not None else self._settings.refit_interval_s
@@ -460,7 +480,7 @@ class ModelCache:
                 raise ValueError(f"fit function returned a model for key {result.key!r}")
             model = result
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = _short(f"{type(exc).__name__}: {exc}")
             self._log.warning("model fit failed", key=key, error=error, has_previous=previous is not None)
         duration = time.perf_counter() - t0
         if model is not None and self._settings.persist_dir is not None:
@@ -489,7 +509,7 @@ class ModelCache:
                     else:
                         entry.last_error = error
                         entry.consecutive_failures += 1
-                        entry.next_refit_at = finished + self._settings.retry_after_failure_s
+                        entry.next_refit_at = finished + self._retry_delay(entry.consecutive_failures)
                     self._push_due(entry)
                     if model is not None:
                         self._evict(keep=key)
@@ -597,6 +617,10 @@ class ModelCache:
             return None
         self._log.info("loaded persisted model", key=key, path=str(path), fitted_at=model.fitted_at)
         return model
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _ERROR_KEPT_CHARS else text[: _ERROR_KEPT_CHARS - 3] + "..."
 
 
 __all__ = [

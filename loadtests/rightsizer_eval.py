@@ -18,6 +18,10 @@ least the current memory when memory was not measured):
 - advisor: Azure Advisor's rule: P95 CPU <= 40% (user-facing) / 80% and P100 memory <= 60% / 80% on the
   target, observed week 1 only.
 - krr: P95 CPU (needs vCPUs >= P95 usage) and memory max + 15% (needs memory >= 1.15 x max usage).
+- plain rule: vCPUs >= P95 CPU usage / 0.8 and memory >= max usage x 1.15 / 0.7 (no burstables, like the two
+  above).
+
+Also printed: the rows foresight skips, counted per gate ("no change" = keep rows: nothing cheaper fits).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -191,6 +196,26 @@ def krr_targets(vms: Sequence[VmInfo], weeks: Mapping[str, Week], catalogue: Cat
     return out
 
 
+def plain_targets(vms: Sequence[VmInfo], weeks: Mapping[str, Week], catalogue: Catalogue) -> dict[str, str]:
+    """The plain rule: vCPUs for P95 CPU / 0.8 and memory for max x 1.15 / 0.7, week 1 observed only."""
+    out = {}
+    for vm in vms:
+        w = weeks[vm.id]
+        cpu95 = float(np.nanquantile(w.cpu, 0.95))
+        mem_known = bool(np.isfinite(w.mem).mean() > 0.95)
+        mem_max = float(np.nanmax(w.mem)) if mem_known else math.nan
+
+        def fits(cur: VmSize, cand: VmSize, cpu95: float = cpu95, mem_max: float = mem_max) -> bool:
+            if cpu95 / 100 * cur.vcpus / 0.8 > cand.vcpus:
+                return False
+            if math.isnan(mem_max):
+                return cand.memory_gib >= cur.memory_gib
+            return mem_max / 100 * cur.memory_gib * 1.15 / 0.7 <= cand.memory_gib
+
+        out[vm.id] = cheapest(vm, catalogue, fits)
+    return out
+
+
 def foresight_targets(
     vms: Sequence[VmInfo],
     usage: Mapping[str, VmUsage],
@@ -199,8 +224,11 @@ def foresight_targets(
     now: float,
     *,
     gated: bool,
+    skipped: Counter[str] | None = None,
 ) -> dict[str, str]:
     recs = recommend(vms, usage, catalogue, settings, now)
+    if skipped is not None:
+        skipped.update(r.gate or "no change" for r in recs if r.decision is Decision.SKIP)
     out = {}
     for r in recs:
         if r.target_size is None or r.action is Action.NONE:
@@ -240,7 +268,8 @@ def main() -> None:
     }
     usage = usage_from_raw(week1_raw, vms, settings.metrics, split)
     t0 = time.perf_counter()
-    ours = foresight_targets(vms, usage, catalogue, settings, split, gated=True)  # type: ignore[arg-type]
+    skipped: Counter[str] = Counter()
+    ours = foresight_targets(vms, usage, catalogue, settings, split, gated=True, skipped=skipped)  # type: ignore[arg-type]
     decide_s = time.perf_counter() - t0
     ungated = foresight_targets(vms, usage, catalogue, settings, split, gated=False)  # type: ignore[arg-type]
     rules = [
@@ -248,6 +277,7 @@ def main() -> None:
         replay("foresight (no gates)", vms, ungated, week2, catalogue),
         replay("advisor-style", vms, advisor_targets(vms, week1, catalogue), week2, catalogue),
         replay("krr-style", vms, krr_targets(vms, week1, catalogue), week2, catalogue),
+        replay("plain rule", vms, plain_targets(vms, week1, catalogue), week2, catalogue),
         replay("no change", vms, {}, week2, catalogue),
     ]
     print(
@@ -273,9 +303,11 @@ def main() -> None:
     )
     ours_o = rules[0]
     caused_pct = 100 * (ours_o.over_hours_caused + ours_o.throttled_hours) / ours_o.vm_hours
-    verdict = "MEETS" if ours_o.savings_pct >= 25 and caused_pct <= 1 else "MISSES"
+    per_gate = ", ".join(f"{gate} {n}" for gate, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    print(f"foresight rows skipped, by gate: {per_gate} ({sum(skipped.values())} of {len(vms)} VMs)")
+    verdict = "MEETS" if ours_o.savings_pct >= 45 and caused_pct <= 0.5 else "MISSES"
     print(
-        f"Bar (>= 25% savings, <= 1% VM-hours over caused by the change): foresight {verdict} "
+        f"Bar (>= 45% savings, <= 0.5% VM-hours over caused by the change): foresight {verdict} "
         f"({ours_o.savings_pct:.1f}% savings, {caused_pct:.2f}% VM-hours over or throttled due to the change; "
         f"{ours_o.over_pct:.2f}% including VMs already saturated before any change)"
     )

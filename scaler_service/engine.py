@@ -4,6 +4,12 @@ Each series (``SeriesKey``: address, query, step) is fetched every step by a sha
 thread pool; its model is fitted and refitted by the model cache in the background. What a request needs is
 kept in an immutable :class:`SeriesSnapshot` that the loop replaces whole, so a request is a dictionary
 lookup, a snapshot read and :func:`scaler_service.decision.decide_served_value`: no PromQL, no fit, no disk.
+
+Bounds: at most ``max_series`` series and ``max_subscriptions`` ScaledObject triggers are followed (a request
+beyond either is refused with :class:`CapacityExceeded`); a subscription not polled for
+``subscription_idle_s`` and a series nobody asked about for ``idle_drop_s`` are dropped; every fetch runs on
+a daemon worker with a deadline (``fetch_deadline_s``): one that overruns it marks its series unavailable and
+its worker is replaced, and :meth:`SeriesEngine.stop` never waits on a fetch beyond its timeout.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +34,7 @@ import numpy as np
 import structlog
 
 from forecasting.serving import ServingModel
+from forecasting.workers import WorkerPool
 from scaler_service.decision import (
     LIVE_WINDOW_S,
     LIVE_WINDOWS,
@@ -38,6 +45,7 @@ from scaler_service.decision import (
     live_accuracy,
     window_steps,
 )
+from scaler_service.fit_resolution import DEFAULT_MAX_POINTS_PER_FIT, FitTooCoarse, fit_resolution
 from scaler_service.sources.base import DataSource, FloatArray, QueryError, SourceError, SourceUnavailable
 from scaler_service.trigger import SeriesKey, TriggerSpec, format_duration
 
@@ -63,6 +71,18 @@ class Stale(Exception):
 
 class NoData(Exception):
     """The query has never returned any data."""
+
+
+class CapacityExceeded(Exception):
+    """Following one more series or subscription would pass a configured cap (``setting`` names it)."""
+
+    def __init__(self, setting: str, cap: int, what: str) -> None:
+        super().__init__(
+            f"this scaler follows at most {cap} {what} ({setting}={cap}) and is at the cap: "
+            f"reuse an existing query, remove unused ScaledObjects, or raise {setting}"
+        )
+        self.setting = setting
+        self.cap = cap
 
 
 class ModelStore(Protocol):
@@ -95,6 +115,13 @@ class EngineSettings:
     fetch_interval_s: float | None = None
     """None: each series is fetched every queryStep."""
     idle_drop_s: float = 1200.0
+    subscription_idle_s: float = 600.0
+    """A ScaledObject trigger not polled for this long is forgotten (its series stays while others poll it)."""
+    max_series: int = 10_000
+    max_subscriptions: int = 20_000
+    fetch_deadline_s: float = 30.0
+    """A fetch (a tick of one series) still running after this long is abandoned: its series is reported
+    unavailable and its worker replaced, so one stuck source never starves the others."""
     fetch_workers: int = 4
     default_refit_interval_s: float = 3600.0
     first_fetch_max_wait_s: float = 2.0
@@ -205,7 +232,7 @@ class SeriesEngine:
         self._cond = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, SeriesKey]] = []
         self._seq = itertools.count()
-        self._pool = ThreadPoolExecutor(max_workers=settings.fetch_workers, thread_name_prefix="series-fetch")
+        self._pool = WorkerPool(settings.fetch_workers, name="series-fetch")
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.breaker_events_total = 0
@@ -218,12 +245,16 @@ class SeriesEngine:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop fetching. Returns within ``timeout`` whatever a fetch is doing (workers are daemon threads)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._pool.shutdown(cancel_futures=True)
         if self._thread is not None:
-            self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._pool.abandoned:
+            log.warning("fetches still blocked at shutdown were left behind", blocked=self._pool.abandoned)
 
     # --- request path -----------------------------------------------------------------------------
 
@@ -298,9 +329,13 @@ class SeriesEngine:
             return series, sub
         with self._cond:
             series = self._series.get(key)
-            if series is None:
-                series = self._register(spec, now)
             sub = self._subs.get(sub_key)
+            if sub is None and len(self._subs) >= self._settings.max_subscriptions:
+                raise CapacityExceeded("--max-subscriptions", self._settings.max_subscriptions, "ScaledObject triggers")
+            if series is None:
+                if len(self._series) >= self._settings.max_series:
+                    raise CapacityExceeded("--max-series", self._settings.max_series, "distinct series")
+                series = self._register(spec, now)
             if sub is None or sub.spec != spec:
                 if sub is not None:
                     old = self._series.get(sub.spec.series_key)
@@ -321,7 +356,9 @@ class SeriesEngine:
         source = self._source_for(key.address)
         series = _Series(key, spec, source, now)
         self._series[key] = series
-        series.first_tick = self._pool.submit(self._first_tick, series)
+        series.first_tick = self._pool.submit(
+            self._first_tick, series, tag=key, deadline_s=self._settings.fetch_deadline_s
+        )
         log.info("series registered", series=series.id, query=key.query, address=key.address, step_s=key.step_s)
         return series
 
@@ -390,7 +427,7 @@ class SeriesEngine:
     # --- background loop --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        idle_check_every = min(10.0, self._settings.idle_drop_s / 2)
+        idle_check_every = min(10.0, self._settings.idle_drop_s / 2, self._settings.subscription_idle_s / 2)
         next_idle_check = self._clock() + idle_check_every
         while True:
             due: list[SeriesKey] = []
@@ -407,9 +444,13 @@ class SeriesEngine:
                 series = self._series.get(key)
                 if series is not None and not series.dropped:
                     try:
-                        self._pool.submit(self._tick_and_reschedule, series)
+                        self._pool.submit(
+                            self._tick_and_reschedule, series, tag=key, deadline_s=self._settings.fetch_deadline_s
+                        )
                     except RuntimeError:
                         return  # pool shut down
+            for overdue in self._pool.reap():
+                self._fetch_overdue(overdue)
             if self._clock() >= next_idle_check:
                 self._drop_idle()
                 next_idle_check = self._clock() + idle_check_every
@@ -433,8 +474,31 @@ class SeriesEngine:
         delay = interval if series.failures == 0 else min(interval, 0.5 * 2 ** min(series.failures, 7))
         self._schedule(series, delay)
 
+    def _fetch_overdue(self, key: object) -> None:
+        series = self._series.get(key) if isinstance(key, SeriesKey) else None
+        if series is None:
+            return
+        deadline = self._settings.fetch_deadline_s
+        error = SourceUnavailable(f"the fetch did not finish within {format_duration(deadline)}: source too slow")
+        now = self._clock()
+        with series.lock:
+            prev = series.snapshot
+            since = prev.error_since if prev.error is not None else now
+            series.snapshot = replace(prev, error=error, error_since=since, last_fetch_at=now)
+        log.warning("series fetch overran its deadline: abandoned", series=series.id, deadline_s=deadline)
+
     def _drop_idle(self) -> None:
         now = self._clock()
+        sub_idle = self._settings.subscription_idle_s
+        with self._cond:
+            idle_subs = [s for s in self._subs.values() if now - s.last_requested > sub_idle]
+            for sub in idle_subs:
+                del self._subs[sub.key]
+                owner = self._series.get(sub.spec.series_key)
+                if owner is not None and owner.subscriptions.get(sub.key) is sub:
+                    del owner.subscriptions[sub.key]
+        if idle_subs:
+            log.info("subscriptions dropped: not polled recently", count=len(idle_subs), idle_s=sub_idle)
         with self._cond:
             idle = [s for s in self._series.values() if now - s.last_requested > self._settings.idle_drop_s]
             for s in idle:
@@ -673,23 +737,49 @@ class SeriesEngine:
 
 def default_fit_factory(
     clock: Callable[[], float] = time.time,
+    *,
+    max_points_per_fit: int = DEFAULT_MAX_POINTS_PER_FIT,
 ) -> FitFactory:
-    """Fit functions that read the history through the source and fit with forecasting's pipeline."""
+    """Fit functions that read the history through the source and fit with forecasting's pipeline.
+
+    The history is read at :func:`scaler_service.fit_resolution.fit_resolution`'s step: at most
+    ``max_points_per_fit`` points per fit, whatever queryStep and historyTimeWindow say.
+    """
 
     def factory(
         key: SeriesKey, spec: TriggerSpec, source: DataSource
     ) -> Callable[[str, ServingModel | None], ServingModel]:
+        too_coarse: str | None = None
+        resolution = None
+        try:
+            resolution = fit_resolution(spec.history_window_s, key.step_s, max_points_per_fit)
+        except FitTooCoarse as exc:
+            too_coarse = str(exc)
+        else:
+            if resolution.coarsened:
+                log.info(
+                    "history read on a coarser step than queryStep: within --max-points-per-fit",
+                    series=key.id,
+                    query_step_s=key.step_s,
+                    fit_step_s=resolution.step_s,
+                    points=resolution.points,
+                    max_points_per_fit=max_points_per_fit,
+                )
+
         def fit(cache_key: str, previous: ServingModel | None) -> ServingModel:
             from forecasting.pipeline import FitConfig, fit_serving_model
             from forecasting.series import prepare_recent
 
+            if resolution is None:
+                raise QueryError(too_coarse or "no fit resolution")
+            step = resolution.step_s
             end = clock()
-            samples = source.fetch_range(key.query, end - spec.history_window_s, end, key.step_s)
+            samples = source.fetch_range(key.query, end - spec.history_window_s, end, step)
             if len(samples) == 0:
                 raise NoData(
                     f"query {key.query!r} returned no history over the last {format_duration(spec.history_window_s)}"
                 )
-            history = prepare_recent(samples.timestamps, samples.values, key.step_s, end=end)
+            history = prepare_recent(samples.timestamps, samples.values, step, end=end)
             config = FitConfig(holidays_country=spec.holidays_country, training_window_s=spec.history_window_s)
             return fit_serving_model(cache_key, history, config, previous=previous, clock=clock)
 
@@ -743,6 +833,7 @@ __all__ = [
     "RECORDS_HEADER",
     "BreakerEvent",
     "BreakerState",
+    "CapacityExceeded",
     "EngineSettings",
     "LiveAccuracy",
     "ModelStore",

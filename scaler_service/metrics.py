@@ -50,6 +50,12 @@ class ScalerMetrics:
             "foresight_fit_duration_seconds", "Duration of model fits", buckets=FIT_BUCKETS, registry=registry
         )
         self.fits = Counter("foresight_fits", "Model fits by outcome", ["outcome"], registry=registry)
+        self.series_refused = Counter(
+            "foresight_series_refused",
+            "Requests refused because a cap on series or subscriptions was reached, by the cap's setting",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class EngineCollector(Collector):

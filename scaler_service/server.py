@@ -42,7 +42,7 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
                 if settings.source == "replay":
                     from scaler_service.sources.replay import ReplaySource
 
-                    source = ReplaySource(clock=clock)
+                    source = ReplaySource(clock=clock, replay_dir=settings.replay_dir)
                 else:
                     from scaler_service.sources.prometheus import PrometheusSource
 
@@ -110,10 +110,16 @@ class ScalerServer:
         self.engine = SeriesEngine(
             source_for=source_for if source_for is not None else make_source_for(settings, clock),
             cache=self.cache,
-            fit_factory=fit_factory if fit_factory is not None else default_fit_factory(clock),
+            fit_factory=fit_factory
+            if fit_factory is not None
+            else default_fit_factory(clock, max_points_per_fit=settings.max_points_per_fit),
             settings=EngineSettings(
                 fetch_interval_s=settings.fetch_interval_s,
                 idle_drop_s=settings.idle_drop_s,
+                subscription_idle_s=settings.subscription_idle,
+                max_series=settings.max_series,
+                max_subscriptions=settings.max_subscriptions,
+                fetch_deadline_s=settings.fetch_deadline,
                 fetch_workers=settings.fetch_workers,
                 default_refit_interval_s=settings.refit_interval_s,
                 records_dir=settings.records_dir,
@@ -129,6 +135,7 @@ class ScalerServer:
             default_address=settings.default_address,
             allowed_addresses=settings.allowed_addresses,
             ignore_address=settings.source == "replay",
+            max_points_per_fit=settings.max_points_per_fit,
         )
         self.servicer = ExternalScalerServicer(
             parser=self.parser,
@@ -214,17 +221,22 @@ class ScalerServer:
         )
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Graceful: NOT_SERVING, end streams, refuse new calls, let in-flight calls finish, stop loops."""
+        """Graceful: NOT_SERVING, end streams, refuse new calls, let in-flight calls finish, stop loops.
+
+        Returns within about ``grace`` seconds whatever a fetch or a fit is doing: their threads are daemons,
+        left behind when the grace period is over.
+        """
         if self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
         self._serving = False
         self.health.enter_graceful_shutdown()
         self.servicer.shutdown()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 5.0)
-        self.engine.stop()
-        self.cache.stop()
+            self._grpc.stop(grace).wait(grace + 1.0)
+        self.engine.stop(timeout=max(0.5, deadline - time.monotonic()))
+        self.cache.stop(timeout=max(0.5, deadline - time.monotonic()))
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()

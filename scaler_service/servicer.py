@@ -22,7 +22,7 @@ import structlog
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler_service.decision import ServedValue
-from scaler_service.engine import NoData, SeriesEngine, Stale, SubscriptionKey
+from scaler_service.engine import CapacityExceeded, NoData, SeriesEngine, Stale, SubscriptionKey
 from scaler_service.metrics import ScalerMetrics
 from scaler_service.sources.base import QueryError, SourceError, SourceUnavailable
 from scaler_service.trigger import TriggerError, TriggerParser, TriggerSpec, metric_name
@@ -36,6 +36,8 @@ STREAM_POLL_S = 1.0
 def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, TriggerError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"invalid trigger metadata: {exc}"
+    if isinstance(exc, CapacityExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, Stale):
         return grpc.StatusCode.UNAVAILABLE, f"stale data: {exc}"
     if isinstance(exc, SourceUnavailable):
@@ -96,6 +98,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):  # type: ignore[mi
     def _abort(self, context: grpc.ServicerContext, method: str, exc: Exception) -> NoReturn:
         code, message = _status_for(exc)
         self._metrics.rpc_errors.labels(method=method, code=code.name).inc()
+        if isinstance(exc, CapacityExceeded):
+            self._metrics.series_refused.labels(reason=exc.setting.lstrip("-").replace("-", "_")).inc()
         if code is grpc.StatusCode.INTERNAL:
             log.exception("handler failed", method=method)
         else:

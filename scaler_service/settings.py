@@ -38,6 +38,8 @@ class Settings:
     """Further Prometheus addresses a trigger may name (the default address is always allowed)."""
     prometheus_timeout_s: float = 10.0
     prometheus_max_points: int = 11_000
+    replay_dir: Path | None = None
+    """With the replay source: the directory whose CSV files triggers may name (none: bundled traces only)."""
     records_dir: Path | None = None
     """Where observe-mode records are appended as CSV (none: in memory only)."""
     persist_dir: Path | None = None
@@ -60,6 +62,18 @@ class Settings:
     """Seconds between latest-value fetches of a series; none: the series' queryStep."""
     idle_drop_s: float = 1200.0
     """A series nobody asked about for this long is dropped (2 x max(polling, 10 min))."""
+    subscription_idle: float = 600.0
+    """A ScaledObject trigger not polled for this long leaves /forecast and /metrics (a duration: 10m)."""
+    max_series: int = 10_000
+    """Distinct series (address, query, step) followed at once; one more is refused with RESOURCE_EXHAUSTED.
+    Measured 25 KiB per warm series at queryStep 5m (loadtests/scaler_bench.py): 10,000 series take about
+    250 MiB beside the model cache's cache_max_bytes, within the manifest's 2 GiB limit."""
+    max_subscriptions: int = 20_000
+    """ScaledObject triggers followed at once; one more is refused with RESOURCE_EXHAUSTED."""
+    fetch_deadline: float = 30.0
+    """A fetch still running after this long is abandoned and its series reported unavailable (a duration)."""
+    max_points_per_fit: int = 20_160
+    """Points one fit reads; a longer history is read on a coarser step (14 days at 1 minute by default)."""
     refit_interval_s: float = 3600.0
     live_window_s: float = 600.0
     """Live forecast-vs-actual compares means over windows this long (as the backtest's confidence does)."""
@@ -84,6 +98,12 @@ class Settings:
             raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
         if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
             raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
+        for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("subscription_idle", "fetch_deadline"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name}: must be a duration > 0, got {getattr(self, name)} s")
 
     @property
     def default_address(self) -> str:
@@ -107,6 +127,20 @@ def normalise_address(address: str) -> str:
 # --- building from flags, environment and file ------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_DURATION_FIELDS = frozenset({"subscription_idle", "fetch_deadline"})
+"""Fields given as durations (``30s``, ``10m``, ``1h30m``) or plain seconds."""
+
+
+def _seconds(raw: Any) -> float:
+    from scaler_service.trigger import parse_duration
+
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    text = str(raw).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration(text)
 
 
 def _convert(name: str, raw: Any) -> Any:
@@ -115,6 +149,8 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if raw is None:
             return None
+        if name in _DURATION_FIELDS:
+            return _seconds(raw)
         if kind == "int":
             return int(raw)
         if kind in ("float", "float | None"):
@@ -203,6 +239,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"points per range query; longer ranges are chunked [{d.prometheus_max_points}] "
         f"{env('prometheus_max_points')}",
     )
+    parser.add_argument(
+        "--replay-dir",
+        help=f"replay source: CSV files triggers may name, confined to this directory (default: bundled traces "
+        f"only) {env('replay_dir')}",
+    )
     parser.add_argument("--records-dir", help=f"append observe-mode records as CSV here {env('records_dir')}")
     parser.add_argument("--persist-dir", help=f"persist fitted models here {env('persist_dir')}")
     parser.add_argument("--tls-cert", help=f"server certificate (PEM) {env('tls_cert')}")
@@ -231,6 +272,30 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--idle-drop-s",
         type=float,
         help=f"drop series not asked about for this long [{d.idle_drop_s}] {env('idle_drop_s')}",
+    )
+    parser.add_argument(
+        "--subscription-idle",
+        help=f"forget a ScaledObject trigger not polled for this long [10m] {env('subscription_idle')}",
+    )
+    parser.add_argument(
+        "--max-series",
+        type=int,
+        help=f"distinct series followed at once; more are refused [{d.max_series}] {env('max_series')}",
+    )
+    parser.add_argument(
+        "--max-subscriptions",
+        type=int,
+        help=f"ScaledObject triggers followed at once [{d.max_subscriptions}] {env('max_subscriptions')}",
+    )
+    parser.add_argument(
+        "--fetch-deadline",
+        help=f"abandon a fetch running longer than this [30s] {env('fetch_deadline')}",
+    )
+    parser.add_argument(
+        "--max-points-per-fit",
+        type=int,
+        help=f"points one fit reads; longer histories are read on a coarser step [{d.max_points_per_fit}] "
+        f"{env('max_points_per_fit')}",
     )
     parser.add_argument(
         "--refit-interval-s",

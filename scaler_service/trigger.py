@@ -3,6 +3,12 @@
 KEDA sends every trigger ``metadata`` key as a string on every call. The parser turns one distinct metadata
 map into a spec once and caches it; every error names the key and the accepted form, and the servicer maps
 it to ``INVALID_ARGUMENT``.
+
+Metadata is written by whoever writes a ScaledObject, so sizes are checked before anything else (at most
+:data:`MAX_METADATA_KEYS` keys, :data:`MAX_KEY_BYTES` per key, :data:`MAX_VALUE_BYTES` per value), errors
+quote at most :data:`QUOTED_CHARS` characters of a value, numbers are plain ASCII decimals in a stated
+range, and the parse cache is bounded in bytes (a refused map is cached as a short message, never as an
+exception with its traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import holidays
 import structlog
 
 from scaler_service.decision import DEFAULT_PREDICT_QUANTILE, Mode
+from scaler_service.fit_resolution import FitTooCoarse, fit_resolution
 from scaler_service.settings import normalise_address
 
 log = structlog.get_logger(__name__)
@@ -67,9 +74,31 @@ _DURATION_UNITS = {
     "w": 7 * 86_400.0,
     "y": 365 * 86_400.0,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_DURATION_FULL = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))+$")
+# ASCII digits only: Python's \d (and float()) also take Arabic-Indic and full-width digits.
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w|y)", re.ASCII)
+_DURATION_FULL = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w|y))+$", re.ASCII)
+_DURATION_MAX_CHARS = 32
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$", re.ASCII)
+_NUMBER_MAX_CHARS = 32
 _METRIC_NAME_MAX = 63
+
+MAX_METADATA_KEYS = 64
+MAX_KEY_BYTES = 256
+MAX_VALUE_BYTES = 4096
+QUOTED_CHARS = 40
+"""Errors quote at most this many characters of caller input."""
+MAX_NUMBER = 1e12
+"""Largest threshold, activation threshold or latency SLO accepted."""
+MIN_THRESHOLD = 1e-6
+DEFAULT_PARSE_CACHE_BYTES = 32 * 2**20
+_ENTRY_OVERHEAD_BYTES = 600
+"""Approximate bytes of one parse-cache entry beyond its strings (tuple, spec, dict slot)."""
+MAX_UNKNOWN_KEYS_REMEMBERED = 256
+
+
+def quoted(text: str, limit: int = QUOTED_CHARS) -> str:
+    """``repr`` of at most ``limit`` characters of caller input, marked when cut."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 class TriggerError(ValueError):
@@ -83,8 +112,8 @@ class TriggerError(ValueError):
 def parse_duration(text: str) -> float:
     """Seconds of a Prometheus/Go style duration (``30s``, ``10m``, ``1h30m``, ``14d``, ``2w``)."""
     s = text.strip()
-    if not _DURATION_FULL.match(s):
-        raise ValueError(f"not {DURATION_FORM}: {text!r}")
+    if len(s) > _DURATION_MAX_CHARS or not _DURATION_FULL.match(s):
+        raise ValueError(f"not {DURATION_FORM}: {quoted(text)}")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s))
 
 
@@ -160,13 +189,14 @@ def metric_name(namespace: str, name: str, query: str) -> str:
     return f"{prefix}{readable}-{digest}" if readable else f"{prefix}{digest}"
 
 
-def _number(key: str, raw: str, *, form: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise TriggerError(key, f"must be {form}, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise TriggerError(key, f"must be {form}, got {raw!r}")
+def _number(key: str, raw: str, *, form: str, low: float, high: float, low_open: bool = False) -> float:
+    """A plain ASCII decimal (``12``, ``0.5``, ``-3``; no exponent, no ``_``, no other digits) in range."""
+    text = raw.strip()
+    if len(text) > _NUMBER_MAX_CHARS or not _NUMBER.match(text):
+        raise TriggerError(key, f"must be {form} written as a plain decimal like 12 or 0.5, got {quoted(raw)}")
+    value = float(text)
+    if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+        raise TriggerError(key, f"must be {form}, got {quoted(raw)}")
     return value
 
 
@@ -174,13 +204,24 @@ def _duration(key: str, raw: str, *, low: float, high: float) -> float:
     try:
         seconds = parse_duration(raw)
     except ValueError:
-        raise TriggerError(key, f"must be {DURATION_FORM}, got {raw!r}") from None
+        raise TriggerError(key, f"must be {DURATION_FORM}, got {quoted(raw)}") from None
     if not low <= seconds <= high:
         raise TriggerError(
             key,
-            f"must be {DURATION_FORM} between {format_duration(low)} and {format_duration(high)}, got {raw!r}",
+            f"must be {DURATION_FORM} between {format_duration(low)} and {format_duration(high)}, got {quoted(raw)}",
         )
     return seconds
+
+
+def _check_sizes(metadata: Mapping[str, str]) -> None:
+    """Refuse oversized metadata before it is hashed, cached, parsed or logged."""
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise TriggerError("metadata", f"has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are accepted")
+    for key, value in metadata.items():
+        if len(key) > MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise TriggerError(quoted(key), f"key is longer than {MAX_KEY_BYTES} bytes")
+        if len(value) > MAX_VALUE_BYTES or len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+            raise TriggerError(key, f"value is longer than {MAX_VALUE_BYTES} bytes ({len(value)} characters)")
 
 
 class TriggerParser:
@@ -193,44 +234,87 @@ class TriggerParser:
         allowed_addresses: frozenset[str],
         ignore_address: bool = False,
         max_cached: int = 50_000,
+        max_cached_bytes: int = DEFAULT_PARSE_CACHE_BYTES,
+        max_points_per_fit: int | None = None,
     ) -> None:
         self._default_address = default_address
         self._allowed = allowed_addresses
         self._ignore_address = ignore_address
         self._max_cached = max_cached
-        self._cache: OrderedDict[tuple[tuple[str, str], ...], TriggerSpec | TriggerError] = OrderedDict()
+        self._max_cached_bytes = max_cached_bytes
+        self._max_points_per_fit = max_points_per_fit
+        # A refused map is cached as (key, message): an exception would keep its traceback and frames alive.
+        self._cache: OrderedDict[tuple[tuple[str, str], ...], tuple[TriggerSpec | tuple[str, str], int]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
         self._warned_keys: set[str] = set()
+        self._unknown_keys_dropped = 0
         self._countries = frozenset(holidays.list_supported_countries())
         self.parses = 0
         """How many parses ran (not cache hits): lets tests check the caching."""
 
+    @property
+    def cached_bytes(self) -> int:
+        """Approximate bytes held by the parse cache (bounded by ``max_cached_bytes``)."""
+        return self._cached_bytes
+
     def parse(self, metadata: Mapping[str, str]) -> TriggerSpec:
+        _check_sizes(metadata)  # before anything is hashed, cached or logged
         items = tuple(sorted(metadata.items()))
         with self._lock:
-            hit = self._cache.get(items)
-            if hit is not None:
+            entry = self._cache.get(items)
+            if entry is not None:
                 self._cache.move_to_end(items)
-        if hit is None:
+        if entry is None:
+            hit: TriggerSpec | tuple[str, str]
             try:
                 hit = self._parse(metadata)
             except TriggerError as exc:
-                hit = exc
+                hit = (exc.key, str(exc)[len(exc.key) + 2 :])
+            size = _ENTRY_OVERHEAD_BYTES + sum(len(k) + len(v) for k, v in items)
+            if isinstance(hit, tuple):
+                size += len(hit[0]) + len(hit[1])
             with self._lock:
                 self.parses += 1
-                self._cache[items] = hit
-                if len(self._cache) > self._max_cached:
-                    self._cache.popitem(last=False)
-        if isinstance(hit, TriggerError):
-            raise hit
+                old = self._cache.pop(items, None)
+                if old is not None:
+                    self._cached_bytes -= old[1]
+                self._cache[items] = (hit, size)
+                self._cached_bytes += size
+                while self._cache and (
+                    len(self._cache) > self._max_cached or self._cached_bytes > self._max_cached_bytes
+                ):
+                    _, (_, evicted) = self._cache.popitem(last=False)
+                    self._cached_bytes -= evicted
+        else:
+            hit = entry[0]
+        if isinstance(hit, tuple):
+            raise TriggerError(*hit)
         return hit
 
     def _warn_unknown(self, keys: list[str]) -> None:
+        """Each unknown key is logged once; at most MAX_UNKNOWN_KEYS_REMEMBERED are remembered (then one line
+        says that further ones are not logged)."""
+        new: list[str] = []
+        first_drop = False
         with self._lock:
-            new = [k for k in keys if k not in self._warned_keys]
-            self._warned_keys.update(new)
+            for key in keys:
+                short = key[:QUOTED_CHARS]
+                if short in self._warned_keys:
+                    continue
+                if len(self._warned_keys) >= MAX_UNKNOWN_KEYS_REMEMBERED:
+                    first_drop = self._unknown_keys_dropped == 0
+                    self._unknown_keys_dropped += 1
+                    continue
+                self._warned_keys.add(short)
+                new.append(short)
         for key in new:
             log.warning("unknown trigger metadata key ignored", key=key, known=sorted(KNOWN_KEYS))
+        if first_drop:
+            log.warning(
+                "many unknown trigger metadata keys: further ones are ignored without a log line",
+                remembered=MAX_UNKNOWN_KEYS_REMEMBERED,
+            )
 
     def _parse(self, metadata: Mapping[str, str]) -> TriggerSpec:
         def get(key: str) -> str | None:
@@ -269,24 +353,28 @@ class TriggerParser:
         else:
             address = normalise_address(raw_address)
             if address not in self._allowed:
+                # The allowlist is not listed back: it maps the cluster's monitoring to whoever asks.
                 raise TriggerError(
                     "prometheusAddress",
-                    f"{raw_address!r} is not in this server's allowlist "
-                    f"(allowed: {', '.join(sorted(self._allowed))}); "
-                    "add it with --prometheus-allowlist",
+                    f"{quoted(raw_address)} is not in this server's allowlist of Prometheus addresses; "
+                    "ask the operator to add it with --prometheus-allowlist",
                 )
 
         raw = get("threshold")
         if raw is None:
             raise TriggerError("threshold", "is required: a number > 0 (the value one replica should carry)")
-        threshold = _number("threshold", raw, form="a number > 0")
-        if threshold <= 0:
-            raise TriggerError("threshold", f"must be a number > 0, got {raw!r}")
+        threshold = _number(
+            "threshold", raw, form="a number > 0 (from 0.000001 to 1000000000000)", low=MIN_THRESHOLD, high=MAX_NUMBER
+        )
 
         raw = get("activationThreshold")
-        activation = 0.0 if raw is None else _number("activationThreshold", raw, form="a number >= 0")
-        if activation < 0:
-            raise TriggerError("activationThreshold", f"must be a number >= 0, got {raw!r}")
+        activation = (
+            0.0
+            if raw is None
+            else _number(
+                "activationThreshold", raw, form="a number >= 0 (at most 1000000000000)", low=0.0, high=MAX_NUMBER
+            )
+        )
 
         raw = get("queryStep")
         step = (
@@ -310,6 +398,11 @@ class TriggerParser:
         )
         if history < 10 * step:
             raise TriggerError("historyTimeWindow", f"must span at least 10 queryStep ({format_duration(10 * step)})")
+        if self._max_points_per_fit is not None:
+            try:
+                fit_resolution(history, step, self._max_points_per_fit)
+            except FitTooCoarse as exc:
+                raise TriggerError("historyTimeWindow", str(exc)) from None
 
         raw = get("mode")
         if raw is None:
@@ -318,7 +411,7 @@ class TriggerParser:
             try:
                 mode = Mode(raw.strip().lower())
             except ValueError:
-                raise TriggerError("mode", f"must be one of predictive, observe, reactive, got {raw!r}") from None
+                raise TriggerError("mode", f"must be one of predictive, observe, reactive, got {quoted(raw)}") from None
 
         raw = get("refitInterval")
         refit = None if raw is None else _duration("refitInterval", raw, low=MIN_REFIT_INTERVAL_S, high=30 * 86_400.0)
@@ -330,19 +423,21 @@ class TriggerParser:
             if country not in self._countries:
                 raise TriggerError(
                     "holidays",
-                    f"must be a country code known to the `holidays` package (e.g. US, DE, FR), got {raw!r}",
+                    f"must be a country code known to the `holidays` package (e.g. US, DE, FR), got {quoted(raw)}",
                 )
 
         raw = get("minConfidence")
-        min_conf = DEFAULT_MIN_CONFIDENCE if raw is None else _number("minConfidence", raw, form="a number in [0, 1]")
-        if not 0.0 <= min_conf <= 1.0:
-            raise TriggerError("minConfidence", f"must be a number in [0, 1], got {raw!r}")
+        min_conf = (
+            DEFAULT_MIN_CONFIDENCE
+            if raw is None
+            else _number("minConfidence", raw, form="a number in [0, 1]", low=0.0, high=1.0)
+        )
 
         raw = get("predictQuantile")
         form = "a number in [0.5, 0.99] (0.5: the point forecast; 0.9: its 90th percentile)"
-        quantile = DEFAULT_PREDICT_QUANTILE if raw is None else _number("predictQuantile", raw, form=form)
-        if not 0.5 <= quantile <= 0.99:
-            raise TriggerError("predictQuantile", f"must be {form}, got {raw!r}")
+        quantile = (
+            DEFAULT_PREDICT_QUANTILE if raw is None else _number("predictQuantile", raw, form=form, low=0.5, high=0.99)
+        )
 
         latency_query = get("latencyQuery")
         raw_slo = get("latencySLO")
@@ -351,9 +446,14 @@ class TriggerParser:
             raise TriggerError(missing, "latencyQuery and latencySLO go together: give both or neither")
         slo = None
         if raw_slo is not None:
-            slo = _number("latencySLO", raw_slo, form="a number > 0 (in the unit of latencyQuery)")
-            if slo <= 0:
-                raise TriggerError("latencySLO", f"must be a number > 0 (in the unit of latencyQuery), got {raw_slo!r}")
+            slo = _number(
+                "latencySLO",
+                raw_slo,
+                form="a number > 0 (at most 1000000000000, in the unit of latencyQuery)",
+                low=0.0,
+                high=MAX_NUMBER,
+                low_open=True,
+            )
 
         return TriggerSpec(
             query=query,
@@ -383,4 +483,5 @@ __all__ = [
     "format_duration",
     "metric_name",
     "parse_duration",
+    "quoted",
 ]

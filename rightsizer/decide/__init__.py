@@ -17,7 +17,8 @@ from rightsizer.decide.gates import (
     group_key,
     skip_gates,
 )
-from rightsizer.decide.sizing import Sizing, UsageStats, choose_size, usage_stats
+from rightsizer.decide.sizing import Sizing, choose_size
+from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import Action, Decision, PowerState, Recommendation, VmInfo
 from rightsizer.metrics import NoUsage, Usage, VmUsage
 from rightsizer.settings import Settings
@@ -98,20 +99,22 @@ def recommend(
         if on_vm is not None:
             on_vm(vm, stats)
         sizing = choose_size(vm, stats, catalogue, settings, now)
-        conf = stats.confidence
+        conf = sizing.probability
         if sizing.problem:
             out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, "sizing", sizing, conf)
             continue
         if sizing.action is Action.NONE:
-            out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, None, sizing, conf)
+            out[vm.id] = _rec(vm, Decision.SKIP, _with_confidence(sizing.reason, sizing), None, sizing, conf)
             continue
         if sizing.undersized:
             # Growing a VM costs money: shown to people, never applied by the rightsizer.
             if conf < settings.gates.min_confidence:
-                reason = f"confidence {conf:.3f} < {settings.gates.min_confidence:g}; {sizing.reason}"
+                reason = f"{_confidence_skip(sizing, settings)}; {sizing.reason}"
                 out[vm.id] = _rec(vm, Decision.SKIP, reason, "confidence", sizing, conf)
             else:
-                out[vm.id] = _rec(vm, Decision.RECOMMEND_ONLY, sizing.reason, None, sizing, conf)
+                out[vm.id] = _rec(
+                    vm, Decision.RECOMMEND_ONLY, _with_confidence(sizing.reason, sizing), None, sizing, conf
+                )
             continue
         skip = skip_gates(vm, conf, sizing.monthly_savings, fleet, settings)
         candidates.append(_Candidate(vm, sizing, stats, skip))
@@ -123,7 +126,7 @@ def recommend(
         if c.skip is None and key is not None and key not in claimed and c.sizing.action is Action.RESIZE:
             claimed[key] = c.vm.name
     for c in candidates:
-        conf = c.stats.confidence
+        conf = c.sizing.probability
         skip = c.skip
         key = group_key(c.vm)
         if (
@@ -138,13 +141,18 @@ def recommend(
             )
         if skip is not None:
             gate, reason = skip
-            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({c.sizing.reason})", gate, c.sizing, conf)
+            why = c.sizing.reason
+            if gate == "confidence":
+                reason = _confidence_skip(c.sizing, settings)
+            else:
+                why = _with_confidence(why, c.sizing)
+            out[c.vm.id] = _rec(c.vm, Decision.SKIP, f"{reason} ({why})", gate, c.sizing, conf)
             continue
         result = approval_gate(c.vm, c.sizing.action, c.sizing.target, c.sizing.monthly_savings, now, settings)
         out[c.vm.id] = _rec(
             c.vm,
             result.decision,
-            f"{c.sizing.reason}; {result.reason}",
+            f"{_with_confidence(c.sizing.reason, c.sizing)}; {result.reason}",
             result.gate,
             c.sizing,
             conf,
@@ -161,6 +169,20 @@ def _all_usage_stats(sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settin
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rightsizer-fit") as pool:
         futures = {vm.id: pool.submit(usage_stats, u, now, settings) for vm, u in sized}
         return {vm_id: f.result() for vm_id, f in futures.items()}
+
+
+def _with_confidence(reason: str, sizing: Sizing) -> str:
+    """The row's reason followed by what its confidence rests on."""
+    if sizing.confidence is None:
+        return reason
+    c = sizing.confidence
+    return f"{reason}; confidence {c.probability:.2f}: {c.reason}"
+
+
+def _confidence_skip(sizing: Sizing, settings: Settings) -> str:
+    c = sizing.confidence
+    why = "" if c is None else f": {c.reason}"
+    return f"confidence {sizing.probability:.3f} < {settings.gates.min_confidence:g}{why}"
 
 
 def _after_ha(gate: str) -> bool:

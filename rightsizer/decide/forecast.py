@@ -39,6 +39,10 @@ class ForecastStat:
     """In [0, 1]: how well the method predicted this series' recent past."""
     method: str
     note: str = ""
+    error_points: float = 0.0
+    """The method's backtest error in percentage points (the confidence adds it to the week's uncertainty):
+    ``library``: 1 - confidence is the WAPE of its hourly forecasts, so the error is WAPE x the series' mean
+    (the mean absolute error); ``seasonal-profile``: |predicted - actual| P95 on the held-out days."""
 
 
 def _daily_means(values: FloatArray, step_s: float) -> FloatArray:
@@ -86,12 +90,14 @@ def profile_forecast(series: PreparedSeries, settings: ForecastSettings) -> Fore
     p95 = profile_p95(values, series.step_s, horizon_s, settings.profile_quantile)
     holdout = round(BACKTEST_HOLDOUT_S / series.step_s)
     if len(values) < holdout + round(2 * DAY_S / series.step_s):
-        return ForecastStat(p95, 0.0, "seasonal-profile", "too short to backtest (needs 4 days)")
+        # Unjudged: its error is taken as the whole statistic.
+        return ForecastStat(p95, 0.0, "seasonal-profile", "too short to backtest (needs 4 days)", abs(p95))
     train, test = values[:-holdout], values[-holdout:]
     predicted = profile_p95(train, series.step_s, BACKTEST_HOLDOUT_S, settings.profile_quantile)
     finite = test[np.isfinite(test)]
     actual = float(np.quantile(finite, settings.profile_quantile)) if len(finite) else math.nan
-    return ForecastStat(p95, _accuracy(predicted, actual), "seasonal-profile")
+    error = abs(predicted - actual) if math.isfinite(predicted) and math.isfinite(actual) else abs(p95)
+    return ForecastStat(p95, _accuracy(predicted, actual), "seasonal-profile", error_points=error)
 
 
 def _filled(series: PreparedSeries) -> PreparedSeries:
@@ -133,7 +139,15 @@ def library_forecast(key: str, series: PreparedSeries, now: float, settings: For
         window = window[np.isfinite(window)]
         if len(window) == 0:
             raise ModelError("forecast curve has no finite point over the horizon")
-        return ForecastStat(float(np.quantile(window, 0.95)), float(model.confidence), f"library:{model.name}")
+        confidence = float(model.confidence)
+        finite = series.values[np.isfinite(series.values)]
+        mean = float(finite.mean()) if len(finite) else 0.0
+        return ForecastStat(
+            float(np.quantile(window, 0.95)),
+            confidence,
+            f"library:{model.name}",
+            error_points=max(0.0, 1.0 - confidence) * abs(mean),
+        )
     except (NotImplementedError, ModelError, ValueError, LookupError) as exc:
         fallback = profile_forecast(series, settings)
         return replace(

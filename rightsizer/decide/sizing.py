@@ -1,14 +1,12 @@
-"""From usage to a size: the statistics a VM is sized on, and the cheapest size that keeps them in bounds.
-
-Statistic per resource = max(observed P95 over the lookback, forecast P95 over the next week). Memory uses
-P95 or max (``thresholds.memory_statistic``); when memory is unknown the target keeps at least the current
-memory. The statistic is rescaled to a candidate size by the vCPU (memory) ratio and must stay under the
+"""From the statistics a VM is sized on (:mod:`rightsizer.decide.usage_stats`) to a size: the cheapest one
+that keeps them in bounds. When memory is unknown the target keeps at least the current memory. The
+statistic is rescaled to a candidate size by the vCPU (memory) ratio and must stay under the
 target thresholds *on the new size*.
 
-Confidence = min(completeness, forecast accuracy): completeness is the share of the lookback grid that had
-samples (the lower of CPU and memory when memory is known); forecast accuracy is the lower of the CPU and
-memory forecasts' backtest scores (``ServingModel.confidence`` for the library method, see
-:mod:`rightsizer.decide.forecast`). Both must reach the gate (0.8) for a change to go ahead.
+Confidence is the estimated probability that the chosen size holds those limits over the coming week (see
+:mod:`rightsizer.decide.confidence`). The target is the cheapest fitting size whose confidence reaches
+``gates.min_confidence``; when no fitting size that is a valid move reaches it, the cheapest fit is kept and
+the confidence gate skips the row with what the estimate rests on.
 """
 
 from __future__ import annotations
@@ -16,11 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from rightsizer.catalogue import Catalogue, VmSize, burstable_baseline
 from rightsizer.decide.approvals import parse_iso_utc
-from rightsizer.decide.forecast import forecast_p95
+from rightsizer.decide.confidence import STAT_FLOOR_PERCENT, Confidence, LimitCheck, hold_confidence
+from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import (
     HOURS_PER_MONTH,
     PREVIOUS_SIZE_TAG,
@@ -30,88 +27,20 @@ from rightsizer.domain import (
     Priority,
     VmInfo,
 )
-from rightsizer.metrics import VmUsage
 from rightsizer.settings import DAY_S, Settings
 
-
-@dataclass(frozen=True, slots=True)
-class UsageStats:
-    cpu_observed_p95: float
-    cpu_forecast_p95: float | None
-    cpu_mean: float
-    memory_observed: float | None
-    """Observed P95 or max of memory percent (per settings); None when memory is unknown."""
-    memory_forecast_p95: float | None
-    completeness: float
-    accuracy: float
-    method: str
-    notes: tuple[str, ...] = ()
-
-    @property
-    def cpu(self) -> float:
-        """The CPU statistic sized on."""
-        return max(self.cpu_observed_p95, self.cpu_forecast_p95 or 0.0)
-
-    @property
-    def memory(self) -> float | None:
-        if self.memory_observed is None:
-            return None
-        return max(self.memory_observed, self.memory_forecast_p95 or 0.0)
-
-    @property
-    def confidence(self) -> float:
-        return max(0.0, min(1.0, self.completeness, self.accuracy))
-
-    def as_dict(self) -> dict[str, float]:
-        out = {
-            "cpu_observed_p95": self.cpu_observed_p95,
-            "cpu_stat": self.cpu,
-            "cpu_mean": self.cpu_mean,
-            "completeness": self.completeness,
-            "forecast_accuracy": self.accuracy,
-        }
-        if self.cpu_forecast_p95 is not None:
-            out["cpu_forecast_p95"] = self.cpu_forecast_p95
-        if self.memory_observed is not None:
-            out["memory_observed"] = self.memory_observed
-            out["memory_stat"] = self.memory or 0.0
-        if self.memory_forecast_p95 is not None:
-            out["memory_forecast_p95"] = self.memory_forecast_p95
-        return {k: round(v, 4) for k, v in out.items()}
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.quantile(finite, q)) if len(finite) else math.nan
-
-
-def usage_stats(usage: VmUsage, now: float, settings: Settings) -> UsageStats:
-    cpu_values = usage.cpu.values
-    cpu_fc = forecast_p95(f"{usage.vm}/cpu", usage.cpu, now, settings.forecast)
-    notes = [n for n in (cpu_fc.note, usage.memory_note) if n]
-    accuracy = cpu_fc.accuracy
-    mem_obs = mem_fc_p95 = None
-    if usage.memory is not None:
-        mv = usage.memory.values
-        q = 1.0 if settings.thresholds.memory_statistic == "max" else 0.95
-        mem_obs = _quantile(mv, q)
-        mem_fc = forecast_p95(f"{usage.vm}/memory", usage.memory, now, settings.forecast)
-        mem_fc_p95 = mem_fc.p95
-        accuracy = min(accuracy, mem_fc.accuracy)
-        if mem_fc.note and mem_fc.note not in notes:
-            notes.append(mem_fc.note)
-    finite_cpu = cpu_values[np.isfinite(cpu_values)]
-    return UsageStats(
-        cpu_observed_p95=_quantile(cpu_values, 0.95),
-        cpu_forecast_p95=cpu_fc.p95,
-        cpu_mean=float(finite_cpu.mean()) if len(finite_cpu) else math.nan,
-        memory_observed=mem_obs,
-        memory_forecast_p95=mem_fc_p95,
-        completeness=usage.completeness,
-        accuracy=accuracy,
-        method=cpu_fc.method,
-        notes=tuple(notes),
-    )
+__all__ = [
+    "Sizing",
+    "UsageStats",  # re-exported: defined in rightsizer.decide.usage_stats
+    "capability_problem",
+    "choose_size",
+    "cpu_limit",
+    "fits",
+    "is_user_facing",
+    "limit_checks",
+    "target_confidence",
+    "usage_stats",
+]
 
 
 def is_user_facing(vm: VmInfo) -> bool:
@@ -131,6 +60,12 @@ class Sizing:
     problem: bool = False
     """Cannot size (unknown size, no price): a skip, not a 'keep'."""
     stats: dict[str, float] = field(default_factory=dict)
+    confidence: Confidence | None = None
+    """How likely the target (the current size for a keep) holds its limits; None when nothing was sized."""
+
+    @property
+    def probability(self) -> float:
+        return 0.0 if self.confidence is None else self.confidence.probability
 
     @property
     def monthly_savings(self) -> float:
@@ -189,6 +124,67 @@ def fits(vm: VmInfo, current: VmSize, candidate: VmSize, stats: UsageStats, sett
     return None
 
 
+def _relative(error_points: float, statistic: float | None) -> float:
+    """A forecast error in points relative to the statistic (unknown errors count as 100 %)."""
+    if not math.isfinite(error_points):
+        return 1.0
+    if statistic is None or not math.isfinite(statistic):
+        return 1.0 if error_points > 0 else 0.0
+    return error_points / max(statistic, STAT_FLOOR_PERCENT)
+
+
+def limit_checks(
+    vm: VmInfo, current: VmSize, candidate: VmSize, stats: UsageStats, settings: Settings
+) -> list[LimitCheck]:
+    """The limits ``candidate`` must keep (as in :func:`fits`), with the VM's evidence to judge each one."""
+    ev = stats.evidence
+    if ev is None:
+        return []
+    t = settings.thresholds
+    cpu_scale = current.vcpus / candidate.vcpus
+    checks = [
+        LimitCheck(
+            "P95 CPU",
+            stats.cpu * cpu_scale,
+            cpu_limit(vm, settings),
+            ev.cpu_p95,
+            _relative(stats.cpu_forecast_error, stats.cpu),
+        )
+    ]
+    if stats.memory is not None and ev.memory is not None:
+        checks.append(
+            LimitCheck(
+                "max memory" if t.memory_statistic == "max" else "P95 memory",
+                stats.memory * current.memory_gib / candidate.memory_gib,
+                t.memory_max_percent,
+                ev.memory,
+                _relative(stats.memory_forecast_error, stats.memory),
+            )
+        )
+    baseline = burstable_baseline(candidate.name) if candidate.burstable else None
+    if baseline is not None:
+        checks.append(
+            LimitCheck(
+                "mean CPU",
+                stats.cpu_mean * cpu_scale,
+                100 * baseline,
+                ev.cpu_mean,
+                _relative(stats.cpu_forecast_error, stats.cpu_mean),
+                limit_name="burstable baseline",
+            )
+        )
+    return checks
+
+
+def target_confidence(
+    vm: VmInfo, current: VmSize, candidate: VmSize, stats: UsageStats, settings: Settings
+) -> Confidence:
+    """The estimated probability that ``vm`` keeps every limit on ``candidate`` over the coming week."""
+    if stats.evidence is None:
+        return Confidence(0.0, 0, 0, note="no usage history to judge the target on")
+    return hold_confidence(limit_checks(vm, current, candidate, stats, settings))
+
+
 def _last_resize_age_days(vm: VmInfo, now: float) -> float | None:
     text = vm.tags.get(PREVIOUS_SIZE_TAG)
     if not text:
@@ -202,8 +198,51 @@ def _last_resize_age_days(vm: VmInfo, now: float) -> float | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    size: VmSize
+    hourly: float
+    confidence: Confidence
+    passed_over: str = ""
+    """Why cheaper fitting sizes were not taken (their confidence), or empty."""
+
+
+def _pick_target(
+    vm: VmInfo,
+    current: VmSize,
+    current_hourly: float,
+    fitting: list[tuple[VmSize, float]],
+    stats: UsageStats,
+    settings: Settings,
+    *,
+    undersized: bool,
+) -> _Pick | None:
+    """The cheapest fitting size whose confidence reaches the gate; else the cheapest fit (the gate decides).
+
+    Only a saving is traded for confidence: a dearer but more confident size is taken when it still cuts
+    the price by ``min_saving_fraction``. An undersized VM gets the cheapest fit (growing it further for
+    confidence would spend money on a guess) and the gate judges that fit.
+    """
+    if not fitting:
+        return None
+    gate = settings.gates.min_confidence
+    max_price = current_hourly * (1.0 - settings.thresholds.min_saving_fraction)
+    cheapest, cheapest_price = fitting[0]
+    cheapest_conf = target_confidence(vm, current, cheapest, stats, settings)
+    if cheapest_conf.probability >= gate or cheapest.name == current.name or undersized:
+        return _Pick(cheapest, cheapest_price, cheapest_conf)
+    for candidate, price in fitting[1:]:
+        if candidate.name == current.name or price > max_price:
+            break
+        conf = target_confidence(vm, current, candidate, stats, settings)
+        if conf.probability >= gate:
+            passed = f"{cheapest.name} fits but holds with confidence {cheapest_conf.probability:.2f} only"
+            return _Pick(candidate, price, conf, passed)
+    return _Pick(cheapest, cheapest_price, cheapest_conf)
+
+
 def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: Settings, now: float) -> Sizing:
-    """The sizing decision for one VM (pure): shutdown, resize to the cheapest fit, or keep."""
+    """The sizing decision for one VM (pure): shutdown, resize to the cheapest confident fit, or keep."""
     t = settings.thresholds
     detail = stats.as_dict()
     current = catalogue.size(vm.size)
@@ -218,25 +257,38 @@ def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: S
             problem=True,
             stats=detail,
         )
-    best: tuple[VmSize, float] | None = None
-    for candidate, payg in catalogue.priced_sizes(vm.region, vm.os):
-        price = catalogue.hourly(candidate.name, vm.region, vm.os, spot=True) if spot else payg
-        if price is None or (best is not None and price >= best[1]):
-            continue
-        if capability_problem(vm, current, candidate) is not None:
-            continue
-        if fits(vm, current, candidate, stats, settings) is None and (best is None or price < best[1]):
-            best = (candidate, price)
     current_misfit = fits(vm, current, current, stats, settings)
+    # Fitting sizes, cheapest first. Pay-as-you-go sizes come cheapest first, so the scan stops once nothing
+    # further could be picked: after the first fit of an undersized VM, or past the minimum-change price.
+    max_price = current_hourly * (1.0 - t.min_saving_fraction)
+    fitting: list[tuple[VmSize, float]] = []
+    for candidate, payg in catalogue.priced_sizes(vm.region, vm.os):
+        if not spot and fitting and (current_misfit is not None or payg > max_price):
+            break
+        price = catalogue.hourly(candidate.name, vm.region, vm.os, spot=True) if spot else payg
+        if price is None or capability_problem(vm, current, candidate) is not None:
+            continue
+        if fits(vm, current, candidate, stats, settings) is None:
+            fitting.append((candidate, price))
+    fitting.sort(key=lambda cp: cp[1])  # stable: equal prices keep the catalogue's order (Spot prices differ)
+    pick = _pick_target(vm, current, current_hourly, fitting, stats, settings, undersized=current_misfit is not None)
+    passed_over = f" ({pick.passed_over})" if pick is not None and pick.passed_over else ""
+    if pick is not None:
+        detail["hold_windows"] = float(pick.confidence.windows)
+        detail["hold_windows_held"] = float(pick.confidence.held)
     if stats.cpu < t.idle_cpu_p95_percent:
         # Shutdown is only ever recommended; the fallback target says what to run if it must stay on.
         fallback = ""
         target_name = target_hourly_or_none = None
-        if best is not None and best[0].name != current.name and best[1] < current_hourly:
-            target_name, target_hourly_or_none = best[0].name, best[1]
+        confidence = None if pick is None else pick.confidence
+        if pick is not None and pick.size.name != current.name and pick.hourly < current_hourly:
+            target_name, target_hourly_or_none = pick.size.name, pick.hourly
             fallback = (
-                f"; if it must stay on, {target_name} saves ${(current_hourly - best[1]) * HOURS_PER_MONTH:,.2f}/month"
+                f"; if it must stay on, {target_name} saves "
+                f"${(current_hourly - pick.hourly) * HOURS_PER_MONTH:,.2f}/month{passed_over}"
             )
+        else:
+            confidence = target_confidence(vm, current, current, stats, settings)
         return Sizing(
             Action.SHUTDOWN,
             f"idle: P95 CPU {stats.cpu:.1f}% < {t.idle_cpu_p95_percent:g}%: shut down{fallback}",
@@ -244,24 +296,32 @@ def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: S
             current_hourly=current_hourly,
             target_hourly=target_hourly_or_none,
             stats=detail,
+            confidence=confidence,
         )
-    if best is None:
+    if pick is None:
         reason = "no catalogue size fits the usage and capabilities"
         if current_misfit:
             reason += f" (current: {current_misfit})"
         return Sizing(Action.NONE, reason, current_hourly=current_hourly, stats=detail)
-    target, target_hourly = best
+    target, target_hourly = pick.size, pick.hourly
     if target.name == current.name:
-        return Sizing(Action.NONE, "already the cheapest size that fits", current_hourly=current_hourly, stats=detail)
+        return Sizing(
+            Action.NONE,
+            "already the cheapest size that fits",
+            current_hourly=current_hourly,
+            stats=detail,
+            confidence=pick.confidence,
+        )
     if current_misfit is not None and target_hourly >= current_hourly:
         return Sizing(
             Action.RESIZE,
-            f"undersized ({current_misfit} on {current.name}): {target.name} is the cheapest fit",
+            f"undersized ({current_misfit} on {current.name}): {target.name} is the cheapest fit{passed_over}",
             target=target.name,
             current_hourly=current_hourly,
             target_hourly=target_hourly,
             undersized=True,
             stats=detail,
+            confidence=pick.confidence,
         )
     if current_misfit is None:
         cut = (current_hourly - target_hourly) / current_hourly
@@ -273,6 +333,7 @@ def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: S
                 "keeping the current size",
                 current_hourly=current_hourly,
                 stats=detail,
+                confidence=pick.confidence,
             )
     age = _last_resize_age_days(vm, now)
     if age is not None and age < t.resize_cooldown_days:
@@ -281,14 +342,17 @@ def choose_size(vm: VmInfo, stats: UsageStats, catalogue: Catalogue, settings: S
             f"resized {age:.1f} days ago (cooldown {t.resize_cooldown_days:g} days): keeping {current.name}",
             current_hourly=current_hourly,
             stats=detail,
+            confidence=pick.confidence,
         )
     mem_text = "memory unknown" if stats.memory is None else f"memory {stats.memory:.0f}%"
     burst = " (burstable)" if target.burstable else ""
+    fit_text = "the cheapest confident fit" if passed_over else "the cheapest fit"
     return Sizing(
         Action.RESIZE,
-        f"P95 CPU {stats.cpu:.0f}%, {mem_text} of {current.name}: {target.name}{burst} is the cheapest fit",
+        f"P95 CPU {stats.cpu:.0f}%, {mem_text} of {current.name}: {target.name}{burst} is {fit_text}{passed_over}",
         target=target.name,
         current_hourly=current_hourly,
         target_hourly=target_hourly,
         stats=detail,
+        confidence=pick.confidence,
     )

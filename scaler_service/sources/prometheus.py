@@ -16,6 +16,8 @@ Contract details (see :mod:`scaler_service.sources.base`):
 - Errors: connection refused, timeouts, HTTP 5xx/408/429 and answers that are not Prometheus JSON raise
   :class:`SourceUnavailable` (transient); any other HTTP 4xx (PromQL syntax error, too many points, wrong
   expression type) raises :class:`QueryError` carrying Prometheus's own message.
+- Redirects are not followed: a trigger may only reach the addresses of the allowlist, and a redirect from
+  one of them to anywhere else is answered as a :class:`QueryError` naming the status.
 - Thread-safe: each thread gets its own PrometheusConnect (and so its own ``requests.Session``).
 """
 
@@ -44,6 +46,13 @@ PROMETHEUS_MAX_POINTS = 11_000
 
 _STATUS_RE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
 _TRANSIENT_STATUS = frozenset({408, 429})
+
+
+class _NoRedirects(requests.Session):
+    """A session that hands back a 3xx answer as it is instead of following its Location."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
 
 
 def _empty() -> Samples:
@@ -126,7 +135,13 @@ class PrometheusSource:
                 allowed_methods=None,
                 raise_on_status=False,
             )
-            client = PrometheusConnect(url=self.url, headers=self._headers or None, retry=retry, timeout=self.timeout_s)
+            client = PrometheusConnect(
+                url=self.url,
+                headers=self._headers or None,
+                retry=retry,
+                timeout=self.timeout_s,
+                session=_NoRedirects(),
+            )
             self._local.client = client
             with self._clients_lock:
                 self._clients.append(client)
@@ -145,6 +160,11 @@ class PrometheusSource:
             status, message = self._status_and_message(str(error))
             if status is not None and (status >= 500 or status in _TRANSIENT_STATUS):
                 raise SourceUnavailable(f"Prometheus at {self.url} answered HTTP {status}: {message}") from error
+            if status is not None and 300 <= status < 400:
+                raise QueryError(
+                    f"Prometheus at {self.url} answered with a redirect (HTTP {status}), which is not followed: "
+                    "set prometheusAddress (and the allowlist) to the address that answers"
+                ) from error
             raise QueryError(f"Prometheus at {self.url} refused query {query!r} (HTTP {status}): {message}") from error
         if _is_timeout(error):
             raise SourceUnavailable(

@@ -1,8 +1,15 @@
 """ReplaySource: plays a real trace against the wall clock, so the scaler serves real forecasts anywhere.
 
-A query names a bundled trace (``nasa-http-1995``, ``nyc-taxi``, ``azure-2019-cpu``) or the path of a CSV file
-``timestamp,value`` (ISO 8601 times or epoch seconds; a header row; ``.csv`` or ``.csv.gz``). Relative paths
-are resolved against ``traces_dir`` (default: the working directory).
+A query names a bundled trace (``nasa-http-1995``, ``nyc-taxi``, ``azure-2019-cpu``) or, only when the
+operator names a replay directory (``replay_dir``, the ``--replay-dir`` setting), a CSV file
+``timestamp,value`` in it (ISO 8601 times or epoch seconds; a header row; ``.csv`` or ``.csv.gz``), by its
+path relative to that directory.
+
+A query is written by whoever writes a ScaledObject, so file access is confined (:func:`open_in_dir`): no
+absolute path, no ``..``, nothing that resolves (through symlinks) outside the directory, regular files only
+(a FIFO or a device is refused before it is opened, and the file is opened non-blocking), at most
+``max_file_bytes`` read (and as much decompressed), within ``read_deadline_s``. Errors quote at most a short
+prefix of the query and never a path outside the directory nor anything read from a file.
 
 Options after ``?`` derive variants of a trace, so one trace can stand for many workloads:
 ``scale`` multiplies the values (default 1) and ``shift`` delays the trace by a duration (``90s``, ``30m``,
@@ -24,10 +31,15 @@ How a trace is played:
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
+import os
 import re
+import stat
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +56,90 @@ MAX_FILL_GAP_S = 900.0
 
 MAX_POINTS_PER_RANGE = 2_000_000
 """A guard against a range that would build an absurd array (e.g. a 1 s step over a year)."""
+
+DEFAULT_MAX_FILE_BYTES = 64 * 2**20
+"""Largest replay file read (and, for ``.csv.gz``, largest decompressed content)."""
+DEFAULT_READ_DEADLINE_S = 10.0
+QUOTED_CHARS = 40
+"""Errors quote at most this much of a query: it is caller input."""
+NOT_REPLAYABLE = "not a bundled trace name nor a file in the replay directory"
+
+
+def quoted(text: str, limit: int = QUOTED_CHARS) -> str:
+    """``repr`` of at most ``limit`` characters of caller input, marked when cut."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+class ReplayFileRefused(QueryError):
+    """The file a query names is outside the replay directory, not a regular file, too big or too slow."""
+
+
+def open_in_dir(root: Path, name: str, *, max_bytes: int, deadline_s: float) -> tuple[bytes, float]:
+    """The content and mtime of the regular file ``name`` (a relative path) inside ``root``.
+
+    Refused (:class:`ReplayFileRefused`, naming only the query) when ``name`` is absolute, holds ``..`` or
+    resolves outside ``root``, when the file is not a regular file (checked before opening, and again on
+    the open descriptor, which is opened non-blocking so a FIFO swapped in meanwhile cannot block), when it
+    is larger than ``max_bytes``, or when reading it takes longer than ``deadline_s``.
+    """
+    refused = ReplayFileRefused(f"replay query {quoted(name)}: {NOT_REPLAYABLE}")
+    parts = Path(name).parts
+    if not name or "\x00" in name or Path(name).is_absolute() or name.startswith("~") or ".." in parts:
+        raise refused
+    base = root.resolve()
+    try:
+        path = (base / name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise refused from None
+    if not path.is_relative_to(base) or path == base:
+        raise refused
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise refused
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        raise refused from None
+    too_big = ReplayFileRefused(f"replay file {quoted(name)} is larger than {max_bytes} bytes")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise refused
+        if info.st_size > max_bytes:
+            raise too_big
+        end = time.monotonic() + deadline_s
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            if time.monotonic() > end:
+                raise ReplayFileRefused(f"replay file {quoted(name)} was not read within {deadline_s:g} s")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise too_big
+            chunks.append(chunk)
+    except OSError:
+        raise refused from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if name.endswith(".gz"):
+        data = _gunzip(name, data, max_bytes)
+    return data, info.st_mtime
+
+
+def _gunzip(name: str, data: bytes, max_bytes: int) -> bytes:
+    out = io.BytesIO()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+            while chunk := fh.read(1 << 20):
+                out.write(chunk)
+                if out.tell() > max_bytes:
+                    raise ReplayFileRefused(f"replay file {quoted(name)} decompresses to more than {max_bytes} bytes")
+    except (OSError, EOFError, zlib.error):
+        raise ReplayFileRefused(f"replay file {quoted(name)} is not a readable .gz file") from None
+    return out.getvalue()
 
 
 _DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -66,7 +162,7 @@ def parse_query(query: str) -> ReplayQuery:
     try:
         pairs = parse_qsl(options, keep_blank_values=True, strict_parsing=True) if options else []
     except ValueError:
-        raise QueryError(f"replay query {query!r}: cannot read the options after '?'; {accepted}") from None
+        raise QueryError(f"replay query {quoted(query)}: cannot read the options after '?'; {accepted}") from None
     for key, value in pairs:
         if key == "scale":
             try:
@@ -74,14 +170,16 @@ def parse_query(query: str) -> ReplayQuery:
             except ValueError:
                 scale = math.nan
             if not (math.isfinite(scale) and scale >= 0):
-                raise QueryError(f"replay query {query!r}: scale={value!r} must be a number >= 0")
+                raise QueryError(f"replay query {quoted(query)}: scale={quoted(value, 20)} must be a number >= 0")
         elif key == "shift":
             match = _DURATION_RE.match(value)
             if match is None:
-                raise QueryError(f"replay query {query!r}: shift={value!r} is not a duration like 90s, 30m, 2h, 1d")
+                raise QueryError(
+                    f"replay query {quoted(query)}: shift={quoted(value, 20)} is not a duration like 90s, 30m, 2h, 1d"
+                )
             shift = float(match.group(1)) * _UNIT_S[match.group(2)]
         else:
-            raise QueryError(f"replay query {query!r}: unknown option {key!r}; {accepted}")
+            raise QueryError(f"replay query {quoted(query)}: unknown option {quoted(key, 20)}; {accepted}")
     return ReplayQuery(trace=trace.strip(), scale=scale, shift_s=shift)
 
 
@@ -149,63 +247,73 @@ def build_loop(source: str, timestamps: FloatArray, values: FloatArray, step_s: 
 
 
 class ReplaySource:
-    """A :class:`~scaler_service.sources.base.DataSource` replaying bundled traces or CSV files."""
+    """A :class:`~scaler_service.sources.base.DataSource` replaying bundled traces or CSV files of
+    ``replay_dir`` (none: bundled traces only)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, traces_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        replay_dir: Path | None = None,
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        read_deadline_s: float = DEFAULT_READ_DEADLINE_S,
+    ) -> None:
         self._clock = clock
-        self._traces_dir = traces_dir
+        self._replay_dir = replay_dir
+        self._max_file_bytes = max_file_bytes
+        self._read_deadline_s = read_deadline_s
         self._loops: dict[str, tuple[float, ReplayLoop]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"ReplaySource(traces_dir={self._traces_dir!r})"
+        return f"ReplaySource(replay_dir={self._replay_dir!r})"
 
     def loop(self, query: str) -> ReplayLoop:
         """The replay loop of the trace a query names, without options (cached; a CSV file is re-read when
         its mtime changes)."""
         name = parse_query(query).trace
         if name in TRACES:
-            key, version = name, 0.0
-        else:
-            path = self._path_of(name)
-            key = str(path)
-            try:
-                version = path.stat().st_mtime
-            except OSError as error:
-                raise QueryError(f"replay query {name!r}: cannot read {path}: {error.strerror}") from None
+            with self._lock:
+                cached = self._loops.get(name)
+            if cached is not None:
+                return cached[1]
+            ts, vs = load_trace_samples(name)
+            built = build_loop(name, np.asarray(ts), np.asarray(vs), trace_info(name).step_s)
+            with self._lock:
+                self._loops[name] = (0.0, built)
+            return built
+        if self._replay_dir is None or not name.endswith((".csv", ".csv.gz")):
+            raise QueryError(
+                f"replay query {quoted(name)}: {NOT_REPLAYABLE} (bundled: {', '.join(sorted(TRACES))}; "
+                + (
+                    "files: none, no replay directory is configured)"
+                    if self._replay_dir is None
+                    else "files: a .csv or .csv.gz path relative to the replay directory)"
+                )
+            )
+        key = "file:" + name
+        root = self._replay_dir
+        try:
+            version = (root.resolve() / name).stat().st_mtime if ".." not in Path(name).parts else -1.0
+        except (OSError, ValueError):
+            version = -1.0
         with self._lock:
             cached = self._loops.get(key)
-        if cached is not None and cached[0] == version:
+        if cached is not None and cached[0] == version and version >= 0:
             return cached[1]
-        built = self._build(name, key)
-        with self._lock:
-            self._loops[key] = (version, built)
-        return built
-
-    def _path_of(self, name: str) -> Path:
-        looks_like_path = "/" in name or name.endswith((".csv", ".csv.gz"))
-        if not looks_like_path:
-            raise QueryError(
-                f"replay query {name!r} is not a bundled trace ({', '.join(sorted(TRACES))}) "
-                "nor a CSV path (a file ending in .csv or .csv.gz with columns timestamp,value)"
-            )
-        path = Path(name).expanduser()
-        if not path.is_absolute() and self._traces_dir is not None:
-            path = self._traces_dir / path
-        return path
-
-    def _build(self, name: str, key: str) -> ReplayLoop:
-        if name in TRACES:
-            ts, vs = load_trace_samples(name)
-            return build_loop(name, np.asarray(ts), np.asarray(vs), trace_info(name).step_s)
+        data, mtime = open_in_dir(root, name, max_bytes=self._max_file_bytes, deadline_s=self._read_deadline_s)
         try:
-            ts, vs = samples_from_csv(key)
+            ts, vs = samples_from_csv(io.BytesIO(data))
             step = _infer_step(ts)
-        except (ValueError, OSError) as error:
+        except Exception:  # pandas and our parser quote cells: nothing read from the file goes into an error
             raise QueryError(
-                f"replay CSV {key}: {error} (expected columns timestamp,value with ISO 8601 or epoch-second times)"
+                f"replay file {quoted(name)} is not a CSV of timestamp,value "
+                "(a header row, ISO 8601 or epoch-second times, numbers)"
             ) from None
-        return build_loop(key, ts, vs, step)
+        built = build_loop(quoted(name), ts, vs, step)
+        with self._lock:
+            self._loops[key] = (mtime, built)
+        return built
 
     def fetch_range(self, query: str, start: float, end: float, step_s: float) -> Samples:
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:

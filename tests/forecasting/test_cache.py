@@ -480,3 +480,27 @@ def test_settings_are_validated() -> None:
         CacheSettings(jitter_fraction=1.0)
     with pytest.raises(ValueError, match="retry_after_failure_s"):
         CacheSettings(retry_after_failure_s=0.0)
+
+
+def test_repeated_fit_failures_back_off_exponentially_up_to_a_cap(new_cache: CacheFactory, clock: FakeClock) -> None:
+    cache = new_cache(CacheSettings(retry_after_failure_s=300.0, max_retry_after_failure_s=2000.0, jitter_fraction=0.0))
+    fit = ScriptedFit(clock)
+    fit.error = RuntimeError("x" * 100_000)
+    cache.register("bad", fit)
+    delays = []
+    for _ in range(5):
+        assert cache.run_due() == 1
+        fit_all(cache)
+        status = cache.status("bad")
+        assert status is not None
+        delays.append(status.next_refit_at - clock())
+        clock.advance(status.next_refit_at - clock())
+    assert delays == [300.0, 600.0, 1200.0, 2000.0, 2000.0]
+    # The error kept per key is bounded, however long the exception's text.
+    assert status is not None and status.last_error is not None and len(status.last_error) <= 600
+    # A success resets the backoff.
+    fit.error = None
+    assert cache.run_due() == 1
+    fit_all(cache)
+    status = cache.status("bad")
+    assert status is not None and status.consecutive_failures == 0

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from rightsizer.catalogue import Catalogue, VmSize
-from rightsizer.decide.sizing import UsageStats
+from rightsizer.decide.usage_stats import UsageStats
 from rightsizer.domain import VmInfo
 from rightsizer.metrics import Usage, usage_from_samples
 from rightsizer.prices import PriceKey, PriceTable

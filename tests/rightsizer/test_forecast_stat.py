@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rightsizer.decide.forecast import forecast_p95, profile_p95, theil_sen_slope
-from rightsizer.decide.sizing import usage_stats
+from rightsizer.decide.usage_stats import usage_stats
 from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv
 from rightsizer.metrics import VmUsage, usage_from_samples
 from rightsizer.settings import DAY_S, ForecastSettings, MetricsSettings, Settings
@@ -80,4 +80,5 @@ def test_statistic_is_max_of_observed_and_forecast() -> None:
     assert s2.cpu >= s2.cpu_observed_p95
     assert s2.memory is None  # not measured
     none = usage_stats(u, now, Settings(forecast=ForecastSettings(method="none")))
-    assert none.cpu == none.cpu_observed_p95 and none.confidence == pytest.approx(u.completeness)
+    assert none.cpu == none.cpu_observed_p95 and none.cpu_forecast_error == 0.0
+    assert none.evidence is not None and none.evidence.cpu_p95.n == 5  # 7 days: 5 walk-forward windows

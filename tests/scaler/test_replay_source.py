@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def test_weekly_pattern_survives_the_replay() -> None:
 def test_unknown_name_lists_the_bundled_traces() -> None:
     with pytest.raises(QueryError, match=r"azure-2019-cpu, nasa-http-1995, nyc-taxi") as info:
         fixed_clock().fetch_latest("nasa", NOW)
-    assert "CSV path" in str(info.value)
+    assert "nor a file in the replay directory" in str(info.value)
 
 
 def _write_csv(path: Path, start: datetime, minutes: int, step_min: int = 5, gap: range | None = None) -> None:
@@ -108,11 +110,11 @@ def _write_csv(path: Path, start: datetime, minutes: int, step_min: int = 5, gap
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_csv_path_relative_to_traces_dir_with_a_gap_uses_the_longest_stretch(tmp_path: Path) -> None:
+def test_csv_path_relative_to_the_replay_dir_with_a_gap_uses_the_longest_stretch(tmp_path: Path) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
     # 10 days of 5-min data, with a 3-hour hole on day 2: the stretch after it (8+ days) is the longest.
     _write_csv(tmp_path / "demand.csv", start, 10 * 1440, gap=range(1440 + 600, 1440 + 780))
-    source = ReplaySource(clock=lambda: NOW, traces_dir=tmp_path)
+    source = ReplaySource(clock=lambda: NOW, replay_dir=tmp_path)
     loop = source.loop("demand.csv")
     assert loop.period_s == WEEK_S
     assert loop.start == (start + timedelta(minutes=1440 + 780)).timestamp()
@@ -123,33 +125,33 @@ def test_csv_path_relative_to_traces_dir_with_a_gap_uses_the_longest_stretch(tmp
 
 def test_short_csv_loops_over_whole_days(tmp_path: Path) -> None:
     _write_csv(tmp_path / "two_days.csv", datetime(2024, 1, 1, tzinfo=UTC), 2 * 1440 + 300)
-    source = ReplaySource(clock=lambda: NOW)
-    loop = source.loop(str(tmp_path / "two_days.csv"))
+    source = ReplaySource(clock=lambda: NOW, replay_dir=tmp_path)
+    loop = source.loop("two_days.csv")
     assert loop.period_s == 2 * DAY_S
-    assert source.fetch_latest(str(tmp_path / "two_days.csv"), NOW) == (NOW, 1230.0)
+    assert source.fetch_latest("two_days.csv", NOW) == (NOW, 1230.0)
 
 
 def test_csv_problems_are_query_errors_naming_the_file(tmp_path: Path) -> None:
-    source = ReplaySource(clock=lambda: NOW, traces_dir=tmp_path)
-    with pytest.raises(QueryError, match=r"cannot read .*missing\.csv"):
+    source = ReplaySource(clock=lambda: NOW, replay_dir=tmp_path)
+    with pytest.raises(QueryError, match=r"'missing\.csv': not a bundled trace name nor a file in the replay dir"):
         source.fetch_latest("missing.csv", NOW)
     _write_csv(tmp_path / "short.csv", datetime(2024, 1, 1, tzinfo=UTC), 600)
     with pytest.raises(QueryError, match=r"at least 1 day"):
         source.fetch_latest("short.csv", NOW)
     (tmp_path / "bad.csv").write_text("timestamp,value\nyesterday,3\nlater,4\n", encoding="utf-8")
-    with pytest.raises(QueryError, match=r"(?s)bad\.csv.*expected columns timestamp,value"):
+    with pytest.raises(QueryError, match=r"(?s)bad\.csv.*is not a CSV of timestamp,value"):
         source.fetch_latest("bad.csv", NOW)
 
 
 def test_csv_changes_are_picked_up(tmp_path: Path) -> None:
     path = tmp_path / "live.csv"
     _write_csv(path, datetime(2024, 1, 1, tzinfo=UTC), 2 * 1440)
-    source = ReplaySource(clock=lambda: NOW)
-    assert source.loop(str(path)).period_s == 2 * DAY_S
+    source = ReplaySource(clock=lambda: NOW, replay_dir=tmp_path)
+    assert source.loop("live.csv").period_s == 2 * DAY_S
     _write_csv(path, datetime(2024, 1, 1, tzinfo=UTC), 8 * 1440)
 
     os.utime(path, (NOW, NOW))
-    assert source.loop(str(path)).period_s == WEEK_S
+    assert source.loop("live.csv").period_s == WEEK_S
 
 
 def test_bad_ranges_are_refused() -> None:
@@ -183,3 +185,93 @@ def test_options_scale_and_shift_derive_variants_of_a_trace() -> None:
 def test_bad_options_are_query_errors(query: str, pattern: str) -> None:
     with pytest.raises(QueryError, match=pattern):
         fixed_clock().fetch_latest(query, NOW)
+
+
+# --- file access is confined to the replay directory ---------------------------------------------------
+
+
+@pytest.fixture
+def replay_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "replay"
+    root.mkdir()
+    _write_csv(root / "ok.csv", datetime(2024, 1, 1, tzinfo=UTC), 2 * 1440)
+    (tmp_path / "secret.csv").write_text("timestamp,value\nAZURE_CLIENT_SECRET=hunter2,1\n", encoding="utf-8")
+    return root
+
+
+def _refused(source: ReplaySource, query: str) -> str:
+    with pytest.raises(QueryError) as info:
+        source.fetch_latest(query, NOW)
+    return str(info.value)
+
+
+def test_without_a_replay_dir_only_bundled_traces_are_replayable(replay_dir: Path) -> None:
+    source = fixed_clock()
+    for query in ("/proc/self/environ", "/etc/passwd", str(replay_dir / "ok.csv"), "ok.csv", "/dev/zero"):
+        message = _refused(source, query)
+        assert "not a bundled trace name nor a file in the replay directory" in message
+        assert "no replay directory is configured" in message
+        assert "root:" not in message and "PATH=" not in message
+    assert source.fetch_latest("nyc-taxi", NOW) is not None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/proc/self/environ",
+        "../secret.csv",
+        "sub/../../secret.csv",
+        "~/secret.csv",
+        "escape.csv",  # a symlink to a file outside the directory
+        "missing.csv",
+        "fifo.csv",
+        "device.csv",
+        "dir.csv",
+    ],
+)
+def test_paths_outside_the_replay_dir_and_non_regular_files_are_refused_alike(replay_dir: Path, query: str) -> None:
+    (replay_dir / "escape.csv").symlink_to(replay_dir.parent / "secret.csv")
+    os.mkfifo(replay_dir / "fifo.csv")
+    (replay_dir / "device.csv").symlink_to("/dev/zero")
+    (replay_dir / "dir.csv").mkdir()
+    source = ReplaySource(clock=lambda: NOW, replay_dir=replay_dir, read_deadline_s=2.0)
+    started = time.monotonic()
+    message = _refused(source, query)
+    assert time.monotonic() - started < 2.0  # a FIFO is refused before it is opened: nothing blocks
+    # One answer whether the file exists or not, naming neither the directory nor anything outside it.
+    assert "not a bundled trace name nor a file in the replay directory" in message
+    assert str(replay_dir) not in message and "hunter2" not in message and "AZURE" not in message
+
+
+def test_a_symlink_inside_the_replay_dir_is_followed(replay_dir: Path) -> None:
+    (replay_dir / "alias.csv").symlink_to(replay_dir / "ok.csv")
+    source = ReplaySource(clock=lambda: NOW, replay_dir=replay_dir)
+    assert source.fetch_latest("alias.csv", NOW) == (NOW, 1230.0)
+
+
+def test_a_file_over_the_size_cap_is_refused_without_being_read(replay_dir: Path) -> None:
+    big = replay_dir / "big.csv"
+    with big.open("wb") as fh:
+        fh.truncate(10 * 2**20)  # sparse: 10 MiB of zeros
+    source = ReplaySource(clock=lambda: NOW, replay_dir=replay_dir, max_file_bytes=2**20)
+    assert "is larger than 1048576 bytes" in _refused(source, "big.csv")
+    bomb = replay_dir / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress(b"0" * (4 * 2**20)))
+    assert "decompresses to more than" in _refused(source, "bomb.csv.gz")
+
+
+def test_file_content_never_appears_in_an_error(replay_dir: Path) -> None:
+    (replay_dir / "leak.csv").write_text(
+        "timestamp,value\nAZURE_CLIENT_SECRET=hunter2,1\nroot:x:0:0,2\n", encoding="utf-8"
+    )
+    (replay_dir / "leak2.csv").write_text("AZURE_CLIENT_SECRET=hunter2\n", encoding="utf-8")
+    source = ReplaySource(clock=lambda: NOW, replay_dir=replay_dir)
+    for name in ("leak.csv", "leak2.csv"):
+        message = _refused(source, name)
+        assert "hunter2" not in message and "root:x" not in message and "AZURE" not in message
+        assert "is not a CSV of timestamp,value" in message
+
+
+def test_a_long_query_is_quoted_by_a_short_prefix_only() -> None:
+    message = _refused(fixed_clock(), "x" * 5000 + ".csv")
+    assert len(message) < 400

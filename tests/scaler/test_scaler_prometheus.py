@@ -3,6 +3,7 @@ the scaler reads through PrometheusSource, fits with the real pipeline, and answ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
@@ -13,6 +14,9 @@ import numpy as np
 import pytest
 
 from scaler_service.engine import default_fit_factory
+from scaler_service.sources.base import Samples
+from scaler_service.sources.prometheus import PrometheusSource
+from scaler_service.trigger import TriggerParser
 from tests.scaler.conftest import StartScaler, client_for, rpc_code, wait_for
 from tests.support.prometheus import (  # noqa: F401  (fixtures, used by name)
     NASA_METRIC,
@@ -117,3 +121,46 @@ def test_prometheus_stopped_mid_run_then_restarted(
     assert spec.metricSpecs[0].targetSizeFloat == 20.0
     prom.start()
     wait_for(lambda: _value(client, md) == 33.0, timeout=60)
+
+
+class _RecordingSource:
+    """The source argument: records each range read and passes it to the real PrometheusSource (a read of
+    over a million points is recorded and answered empty instead of run, so the old behaviour fails fast)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.ranges: list[tuple[float, float, float]] = []
+
+    def fetch_range(self, query: str, start: float, end: float, step_s: float) -> Any:
+        self.ranges.append((start, end, step_s))
+        if (end - start) / step_s > 1e6:
+            return Samples(np.empty(0), np.empty(0))
+        return self.real.fetch_range(query, start, end, step_s)
+
+    def fetch_latest(self, query: str, now: float) -> tuple[float, float] | None:
+        return self.real.fetch_latest(query, now)  # type: ignore[no-any-return]
+
+
+def _range_queries(prometheus: PrometheusServer) -> float:
+    with urllib.request.urlopen(f"{prometheus.url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query_range"' in line
+    )
+
+
+def test_a_long_history_on_a_fine_step_is_read_on_a_coarser_step(nasa_prometheus: PrometheusServer) -> None:
+    parser = TriggerParser(default_address=nasa_prometheus.url, allowed_addresses=frozenset({nasa_prometheus.url}))
+    spec = parser.parse({"query": NASA_METRIC, "threshold": "20", "queryStep": "1s", "historyTimeWindow": "400d"})
+    source = _RecordingSource(PrometheusSource(nasa_prometheus.url))
+    queries_before = _range_queries(nasa_prometheus)
+    fit = default_fit_factory(max_points_per_fit=20_160)(spec.series_key, spec, source)
+    with contextlib.suppress(Exception):  # three days of data in a 400-day window may not fit: reads are judged
+        fit(spec.series_key.id, None)
+    (start, end, step) = source.ranges[0]
+    points = (end - start) / step
+    assert points <= 20_160, f"a fit read {points:,.0f} points"
+    assert step == 1800.0  # the round step that keeps 400 days within 20,160 points
+    assert _range_queries(nasa_prometheus) - queries_before <= 3

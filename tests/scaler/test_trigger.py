@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from structlog.testing import capture_logs
 
 from scaler_service.decision import Mode
 from scaler_service.trigger import (
@@ -116,7 +117,7 @@ BASE = {"query": "q", "threshold": "10"}
         ({"query": None}, "query", "is required"),
         ({"query": "  "}, "query", "is required"),
         ({"threshold": None}, "threshold", "is required"),
-        ({"threshold": "abc"}, "threshold", "must be a number > 0, got 'abc'"),
+        ({"threshold": "abc"}, "threshold", "must be a number > 0.*got 'abc'"),
         ({"threshold": "0"}, "threshold", "must be a number > 0"),
         ({"threshold": "-3"}, "threshold", "must be a number > 0"),
         ({"threshold": "nan"}, "threshold", "must be a number > 0"),
@@ -211,3 +212,78 @@ def test_unknown_keys_are_logged_once_per_key() -> None:
         p.parse({**BASE, "apiKey": "z", "someTypo": "1"})
     warned = [e["key"] for e in logs if e["event"] == "unknown trigger metadata key ignored"]
     assert warned == ["apiKey", "someTypo"]
+
+
+# --- hostile metadata: sizes, numbers, the parse cache, unknown keys ---------------------------------------
+
+BASE_OK = {"query": "q", "threshold": "10"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["1e-320", "1e3", "\u0661\u0662", "\uff11\uff12", "1_000", "nan", "inf", "-inf", "0x10", "0.0000001", "1" * 40],
+)
+def test_numbers_are_plain_ascii_decimals_in_range(raw: str) -> None:
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, "threshold": raw})
+    assert info.value.key == "threshold"
+
+
+@pytest.mark.parametrize("raw", ["12", "0.5", " 12 ", "+3", "12.", ".5", "1000000000000"])
+def test_plain_decimals_are_accepted(raw: str) -> None:
+    assert parser().parse({**BASE_OK, "threshold": raw}).threshold == float(raw)
+
+
+@pytest.mark.parametrize("raw", ["\u0663m", "\uff13m", "1_0m", "1e3s"])
+def test_durations_take_ascii_digits_only(raw: str) -> None:
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, "queryStep": raw})
+    assert info.value.key == "queryStep"
+
+
+def test_oversized_metadata_is_refused_first_naming_the_key_with_a_short_quote() -> None:
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, "threshold": "1" * 2**20})
+    assert info.value.key == "threshold" and "longer than 4096 bytes" in str(info.value)
+    assert len(str(info.value)) < 200
+    long_key = "k" * 300
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, long_key: "x"})
+    assert "longer than 256 bytes" in str(info.value) and len(str(info.value)) < 200
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, **{f"k{i}": "x" for i in range(100)}})
+    assert info.value.key == "metadata" and "at most 64" in str(info.value)
+    # A value within the size limit but wrong is quoted by a short prefix only.
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, "mode": "m" * 4000})
+    assert len(str(info.value)) < 200
+
+
+def test_the_parse_cache_is_bounded_in_bytes() -> None:
+    p = TriggerParser(default_address=DEFAULT, allowed_addresses=frozenset({DEFAULT}), max_cached_bytes=2**20)
+    for i in range(1000):
+        with pytest.raises(TriggerError):
+            p.parse({"query": f"q{i}" + "x" * 4000, "threshold": "ten"})
+        p.parse({"query": f"ok{i}" + "y" * 4000, "threshold": "10"})
+    assert 0 < p.cached_bytes <= 2**20
+    # A refusal served from the cache is as specific as the first one.
+    with pytest.raises(TriggerError) as info:
+        p.parse({"query": "q999" + "x" * 4000, "threshold": "ten"})
+    assert info.value.key == "threshold"
+
+
+def test_unknown_keys_are_logged_once_each_and_in_bounded_number() -> None:
+    p = parser()
+    with capture_logs() as logs:
+        for i in range(2000):
+            p.parse({**BASE_OK, f"unknownKey{i}": "x"})
+        p.parse({**BASE_OK, "unknownKey1": "x", "typo": "y"})
+    lines = [entry for entry in logs if "unknown" in entry["event"]]
+    assert 256 <= len(lines) <= 258
+    assert all(len(entry.get("key", "")) <= 40 for entry in lines)
+
+
+def test_the_allowlist_is_not_listed_back() -> None:
+    with pytest.raises(TriggerError) as info:
+        parser().parse({**BASE_OK, "prometheusAddress": "http://evil.example:9090"})
+    assert OTHER not in str(info.value) and DEFAULT not in str(info.value)

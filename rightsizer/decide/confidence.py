@@ -1,0 +1,280 @@
+"""Confidence that a new size holds: the estimated probability that the VM stays within its limits on it.
+
+The limits are the ones the size was chosen for, on the *target* size: P95 CPU under the CPU target (80 %,
+40 % for user-facing VMs), the memory statistic under the memory limit (70 %), and for a burstable target the
+mean CPU under its baseline. The estimate is a walk-forward backtest on the VM's own history:
+
+1. **Windows.** The history is cut into whole days (a day is the shortest window that holds a VM's daily
+   cycle). For every day from the third on, the statistic learned from all the days before it is compared
+   with the statistic the day itself realised: ``r_k = realised_k / learned_k``, i.e. how much more (or
+   less) than "what the past said" the next window needed. With 7 days of history that is 5 windows, with
+   14 days 12 (the learning part grows from 2 to 13 days; one day says nothing of a VM whose days differ).
+   A day's statistic varies more than a week's, so judging the coming week by single days errs on the
+   safe side.
+2. **Margin.** The target leaves a headroom ``h = limit / statistic on the target``: it holds as long as the
+   coming week needs less than ``h`` times what the history says. ``log r`` is treated as normal with unknown
+   mean and variance, so the next window's ``log r`` follows the Student-t *predictive* distribution:
+   centre the mean of the ``log r_k``, scale ``s * sqrt(1 + 1/n)``, ``n - 1`` degrees of freedom. Few
+   windows mean heavy tails and a lower probability: this is the small-sample honesty (5 windows give
+   t with 4 degrees of freedom, far more cautious than a raw frequency of 5/5 = 100 %).
+3. **Forecast error.** The forecast's own error (its backtest error in points, relative to the statistic) is
+   added to the scale as an independent spread: ``scale^2 = s^2 (1 + 1/n) + log(1 + e)^2``.
+4. **Limits together.** ``P(hold) = P(every limit holds) >= 1 - sum(P(limit breached))`` (the union bound:
+   no assumption on how CPU and memory move together).
+5. **Breaches seen.** When the target would have been breached in past windows, the estimate is capped at
+   the rule-of-succession frequency ``(held + 1) / (n + 2)``: a breach the VM really had is never outweighed
+   by the model.
+
+Everything here is pure: arrays and numbers in, a :class:`Confidence` out (no clock, no I/O).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rightsizer.inputs import FloatArray
+from rightsizer.settings import DAY_S
+
+WINDOW_S = DAY_S
+"""One backtest window: a day."""
+MIN_LEARNING_WINDOWS = 2
+"""The first origin has two days behind it: one day says nothing of a VM whose days differ."""
+MIN_WINDOW_COVERAGE = 0.5
+"""A window (or what precedes it) with fewer than half its samples measured is left out."""
+MIN_WINDOWS = 2
+"""Below two windows there is no spread to estimate: confidence 0, with the reason."""
+STAT_FLOOR_PERCENT = 1.0
+"""Statistics below one percentage point are taken as one: a 0.2 % -> 0.5 % move on an idle VM is noise,
+not a 2.5x growth."""
+MIN_LOG_SPREAD = 0.05
+"""No statistic is known better than about +-5 % from one window to the next (also keeps a perfectly flat
+series from giving a certainty that measurements of a real VM never support)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSamples:
+    """One statistic over the past windows: what each window realised and what the days before it said."""
+
+    realised: FloatArray
+    learned: FloatArray
+
+    @property
+    def n(self) -> int:
+        return len(self.realised)
+
+    def log_ratios(self) -> FloatArray:
+        realised = np.maximum(self.realised, STAT_FLOOR_PERCENT)
+        learned = np.maximum(self.learned, STAT_FLOOR_PERCENT)
+        return np.asarray(np.log(realised / learned), dtype=np.float64)
+
+
+def _statistic(values: FloatArray, quantile: float | None) -> float:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return math.nan
+    if quantile is None:
+        return float(finite.mean())
+    return float(np.quantile(finite, quantile))
+
+
+def window_samples(values: FloatArray, step_s: float, quantile: float | None) -> WindowSamples:
+    """Walk-forward samples of one statistic (``quantile`` in [0, 1], or None for the mean) over daily windows.
+
+    ``values`` is a regular grid (NaN = not measured) ending now; the days are counted back from the end so
+    the last window is the most recent whole day.
+    """
+    per_window = max(1, round(WINDOW_S / step_s))
+    # Rounded, so a grid a sample short of whole days (a lookback that ends on "now") keeps its oldest day.
+    n_windows = round(len(values) / per_window)
+    realised: list[float] = []
+    learned: list[float] = []
+    if n_windows <= MIN_LEARNING_WINDOWS:
+        return WindowSamples(np.empty(0), np.empty(0))
+    end = len(values)
+    for k in range(MIN_LEARNING_WINDOWS, n_windows):
+        start = end - (n_windows - k) * per_window
+        before = values[:start]
+        window = values[start : start + per_window]
+        if np.isfinite(window).mean() < MIN_WINDOW_COVERAGE or np.isfinite(before).mean() < MIN_WINDOW_COVERAGE:
+            continue
+        realised.append(_statistic(window, quantile))
+        learned.append(_statistic(before, quantile))
+    return WindowSamples(np.asarray(realised, dtype=np.float64), np.asarray(learned, dtype=np.float64))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvidence:
+    """A VM's walk-forward samples, computed once per VM and reused for every candidate size."""
+
+    cpu_p95: WindowSamples
+    cpu_mean: WindowSamples
+    memory: WindowSamples | None
+    """None when memory is unknown."""
+
+
+def usage_evidence(
+    cpu: FloatArray, memory: FloatArray | None, step_s: float, *, memory_quantile: float = 0.95
+) -> UsageEvidence:
+    """Daily walk-forward samples of the statistics sizing uses: P95 CPU, mean CPU, memory P95 (or max)."""
+    return UsageEvidence(
+        cpu_p95=window_samples(cpu, step_s, 0.95),
+        cpu_mean=window_samples(cpu, step_s, None),
+        memory=None if memory is None else window_samples(memory, step_s, memory_quantile),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One limit the target must keep, and the evidence to judge it."""
+
+    what: str
+    """As shown in reasons: ``P95 CPU``, ``memory``, ``mean CPU``."""
+    on_target: float
+    """The statistic the size was chosen on, rescaled to the target size (percent of the target)."""
+    limit: float
+    """Percent of the target the statistic must stay under."""
+    samples: WindowSamples
+    forecast_error: float = 0.0
+    """The forecast's error relative to the statistic (0.08 = 8 %); 0 without a forecast."""
+    limit_name: str = "limit"
+    """How the limit is named in reasons (``limit``, ``baseline``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOutcome:
+    check: LimitCheck
+    probability: float
+    """Estimated probability that this limit holds over the coming week."""
+    breached: tuple[bool, ...]
+    """Per past window: would the target have been breached there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    probability: float
+    """Estimated probability that the target holds every limit over the coming week, in [0, 1]."""
+    windows: int
+    held: int
+    """Windows in which every limit held."""
+    outcomes: tuple[LimitOutcome, ...] = ()
+    note: str = ""
+    """Why the estimate is what it is when it is not a plain backtest (too little history, capped, ...)."""
+
+    @property
+    def reason(self) -> str:
+        """What the confidence rests on, e.g. ``holds in 6/6 past days; P95 CPU on target 31% vs limit 80%``."""
+        if self.windows < MIN_WINDOWS:
+            return self.note or "no history to judge the target on"
+        parts = [f"holds in {self.held}/{self.windows} past days"]
+        for o in self.outcomes:
+            c = o.check
+            parts.append(f"{c.what} on target {c.on_target:.0f}% vs {c.limit_name} {c.limit:.0f}%")
+        errors = [o.check.forecast_error for o in self.outcomes if o.check.forecast_error > 0]
+        if errors:
+            parts.append(f"forecast error {100 * max(errors):.0f}%")
+        if self.note:
+            parts.append(self.note)
+        return "; ".join(parts)
+
+
+def student_t_cdf(x: float, df: float) -> float:
+    """P(T <= x) for Student's t with ``df`` > 0 degrees of freedom (regularised incomplete beta)."""
+    if math.isinf(x):
+        return 1.0 if x > 0 else 0.0
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + x * x))
+    return 1.0 - tail if x > 0 else tail
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return math.exp(log_front) * f / a
+
+
+def limit_outcome(check: LimitCheck) -> LimitOutcome:
+    """Probability that one limit holds, from the walk-forward ratios (module docstring, steps 2-3)."""
+    x = check.samples.log_ratios()
+    n = len(x)
+    if check.limit <= 0:
+        log_headroom = -math.inf
+    elif check.on_target <= 0:
+        log_headroom = math.inf
+    else:
+        log_headroom = math.log(check.limit / check.on_target)
+    breached = tuple(bool(v > log_headroom) for v in x)
+    if n < MIN_WINDOWS:
+        return LimitOutcome(check, 0.0, breached)
+    spread = max(float(np.std(x, ddof=1)), MIN_LOG_SPREAD)
+    forecast = math.log1p(max(0.0, check.forecast_error))
+    scale = math.sqrt(spread * spread * (1.0 + 1.0 / n) + forecast * forecast)
+    probability = student_t_cdf((log_headroom - float(np.mean(x))) / scale, n - 1)
+    return LimitOutcome(check, probability, breached)
+
+
+def hold_confidence(checks: Sequence[LimitCheck]) -> Confidence:
+    """The probability that every limit holds over the coming week (module docstring, steps 1-5)."""
+    if not checks:
+        return Confidence(0.0, 0, 0, note="no limit to judge")
+    outcomes = tuple(limit_outcome(c) for c in checks)
+    windows = min(o.check.samples.n for o in outcomes)
+    if windows < MIN_WINDOWS:
+        return Confidence(
+            0.0,
+            windows,
+            0,
+            outcomes,
+            note=(
+                f"too little history to judge the target: {windows} walk-forward day(s), needs {MIN_WINDOWS} "
+                f"({MIN_LEARNING_WINDOWS + MIN_WINDOWS} whole days)"
+            ),
+        )
+    any_breach = [any(o.breached[i] for o in outcomes if i < len(o.breached)) for i in range(windows)]
+    held = windows - sum(any_breach)
+    probability = max(0.0, 1.0 - sum(1.0 - o.probability for o in outcomes))
+    note = ""
+    if held < windows:
+        succession = (held + 1) / (windows + 2)
+        if succession < probability:
+            probability = succession
+            note = f"capped at (held + 1)/(days + 2) = {succession:.2f} after breaches in past days"
+    return Confidence(min(1.0, probability), windows, held, outcomes, note)
+
+
+__all__ = [
+    "Confidence",
+    "LimitCheck",
+    "LimitOutcome",
+    "UsageEvidence",
+    "WindowSamples",
+    "hold_confidence",
+    "limit_outcome",
+    "student_t_cdf",
+    "usage_evidence",
+    "window_samples",
+]
