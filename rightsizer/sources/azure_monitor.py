@@ -44,7 +44,7 @@ import structlog
 
 from rightsizer.azure.errors import AzureError, PermanentAzureError
 from rightsizer.azure.retry import RetrySettings, call_with_retries
-from rightsizer.domain import VmInfo
+from rightsizer.domain import PowerState, VmInfo
 from rightsizer.inputs import FloatArray
 from rightsizer.metrics import NoUsage, Usage, VmUsage, apply_memory_policy, usage_from_samples
 from rightsizer.settings import DAY_S, AzureMonitorSettings, MetricsSettings
@@ -120,6 +120,10 @@ def plan_batches(vms: Iterable[VmInfo], batch_size: int) -> tuple[list[Batch], d
         subscription = vm.subscription_id or (match.group(1) if match else None)
         if subscription is None:
             refused[vm.id] = NoUsage(vm.id, "not an Azure resource id: Azure Monitor needs /subscriptions/<id>/...")
+            continue
+        if vm.power_state in (PowerState.DEALLOCATED, PowerState.STOPPED):
+            # Nothing to size (the deciding side says so); not worth a share of a call.
+            refused[vm.id] = NoUsage(vm.id, f"VM is {vm.power_state.value}: not measured")
             continue
         if _UNIFORM_INSTANCE.search(vm.id):
             refused[vm.id] = NoUsage(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rightsizer.cli import build_parser, run_recommend
-from rightsizer.domain import VmInfo
+from rightsizer.domain import PowerState, VmInfo
 from rightsizer.metrics import NoUsage, Usage, VmUsage
 from rightsizer.settings import AzureMonitorSettings, MetricsSettings, Settings
 from rightsizer.sources.azure_monitor import GIB, AzureMonitorSource, metrics_client_factory, plan_batches
@@ -139,10 +139,12 @@ def test_batches_are_planned_per_subscription_and_region() -> None:
         id=f"/subscriptions/{SUB_A}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/ss/virtualMachines/0",
     )
     offline = replace(vm("offline"), id="offline-1", subscription_id=None)
-    batches, refused = plan_batches([*vms, uniform, offline], 50)
+    stopped = replace(vm("stopped"), power_state=PowerState.DEALLOCATED)
+    batches, refused = plan_batches([*vms, uniform, offline, stopped], 50)
     assert [(b.region, len(b.vms)) for b in batches] == [("northeurope", 3), ("westeurope", 50), ("westeurope", 1)]
     assert "uniform scale set" in refused[uniform.id].reason
     assert "not an Azure resource id" in refused["offline-1"].reason
+    assert refused[stopped.id].reason == "VM is deallocated: not measured"
 
 
 @pytest.mark.parametrize("form", ["delta-seconds", "http-date"])
