@@ -14,9 +14,10 @@ resources of one subscription and region per call: 100,000 VMs are ~2,000 calls,
 - Memory percent = 100 x (1 - available bytes / the size's memory from the catalogue). A VM with no memory
   data is "memory unknown"; it is sized on CPU alone (keeping at least its current memory) only when
   ``metrics.size_without_memory`` is true, otherwise skipped with that reason.
-- Scale sets: flexible scale sets' instances are VMs with their own resource ids, read per instance like any VM.
-  Instances of uniform scale sets have no metrics resource of their own (Azure Monitor splits the scale set's
-  metrics by a ``VMName`` dimension instead); they are skipped with that reason.
+- Scale sets are read per instance, never as the scale set's aggregate (an average across instances hides the hot
+  one): flexible scale sets' instances are VMs with their own resource ids; instances of uniform scale sets are
+  metrics resources of type ``Microsoft.Compute/virtualMachineScaleSets/virtualMachines`` (same metric names),
+  batched apart from plain VMs since one call covers one resource type.
 
 The answer is streamed and read as the service's JSON (``stream=True`` and the client's ``cls`` hook) rather than
 as the client's ``MetricsQueryResult`` objects, for three reasons: those objects drop each metric's
@@ -52,6 +53,8 @@ from rightsizer.settings import DAY_S, AzureMonitorSettings, MetricsSettings
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 NAMESPACE = "Microsoft.Compute/virtualMachines"
+SCALE_SET_VM_NAMESPACE = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
+"""Instances of uniform scale sets are metrics resources of their own type (same metric names)."""
 CPU_METRIC = "Percentage CPU"
 MEMORY_METRIC = "Available Memory Bytes"
 AGGREGATION = "average"
@@ -91,6 +94,8 @@ class Batch:
     subscription: str
     region: str
     vms: tuple[VmInfo, ...]
+    namespace: str = NAMESPACE
+    """One resource type per call: plain and flexible-scale-set VMs, or uniform scale set instances."""
 
 
 @dataclass
@@ -113,7 +118,7 @@ def endpoint_for(template: str, region: str) -> str:
 
 def plan_batches(vms: Iterable[VmInfo], batch_size: int) -> tuple[list[Batch], dict[str, NoUsage]]:
     """VMs grouped by (subscription, region) in batches; VMs that cannot be queried get their reason instead."""
-    groups: dict[tuple[str, str], list[VmInfo]] = {}
+    groups: dict[tuple[str, str, str], list[VmInfo]] = {}
     refused: dict[str, NoUsage] = {}
     for vm in vms:
         match = _SUBSCRIPTION.match(vm.id)
@@ -125,18 +130,12 @@ def plan_batches(vms: Iterable[VmInfo], batch_size: int) -> tuple[list[Batch], d
             # Nothing to size (the deciding side says so); not worth a share of a call.
             refused[vm.id] = NoUsage(vm.id, f"VM is {vm.power_state.value}: not measured")
             continue
-        if _UNIFORM_INSTANCE.search(vm.id):
-            refused[vm.id] = NoUsage(
-                vm.id,
-                "instance of a uniform scale set: Azure Monitor has no per-instance metrics resource for it "
-                "(only the scale set's VMName dimension); not sized from Azure Monitor",
-            )
-            continue
-        groups.setdefault((subscription.lower(), vm.region.lower()), []).append(vm)
+        namespace = SCALE_SET_VM_NAMESPACE if _UNIFORM_INSTANCE.search(vm.id) else NAMESPACE
+        groups.setdefault((subscription.lower(), vm.region.lower(), namespace), []).append(vm)
     size = max(1, min(batch_size, MAX_BATCH))
     batches = [
-        Batch(sub, region, tuple(members[i : i + size]))
-        for (sub, region), members in sorted(groups.items())
+        Batch(sub, region, tuple(members[i : i + size]), namespace)
+        for (sub, region, namespace), members in sorted(groups.items())
         for i in range(0, len(members), size)
     ]
     return batches, refused
@@ -333,7 +332,7 @@ class AzureMonitorSource:
             self.stats.count_call()
             client.query_resources(
                 resource_ids=[vm.id for vm in batch.vms],
-                metric_namespace=NAMESPACE,
+                metric_namespace=batch.namespace,
                 metric_names=[CPU_METRIC, MEMORY_METRIC],
                 timespan=(datetime.fromtimestamp(t0, UTC), datetime.fromtimestamp(t1, UTC)),
                 granularity=timedelta(seconds=self.granularity_s),

@@ -46,7 +46,13 @@ from tests.fakes.arm import FAKE_TOKEN
 from tests.fakes.tls import self_signed_cert, wrap_https
 
 API_VERSION = "2024-02-01"
-NAMESPACE = "microsoft.compute/virtualmachines"
+NAMESPACES = {
+    "microsoft.compute/virtualmachines": re.compile(r"/providers/Microsoft\.Compute/virtualMachines/[^/]+$", re.I),
+    "microsoft.compute/virtualmachinescalesets/virtualmachines": re.compile(
+        r"/providers/Microsoft\.Compute/virtualMachineScaleSets/[^/]+/virtualMachines/[^/]+$", re.I
+    ),
+}
+"""Namespaces served, and the resource ids of each type (a batch's resources must all be of its namespace)."""
 GRAINS = {"PT1M": 60, "PT5M": 300, "PT15M": 900, "PT30M": 1800, "PT1H": 3600, "PT6H": 21600, "PT12H": 43200}
 UNITS = {"Percentage CPU": "Percent", "Available Memory Bytes": "Bytes"}
 DAY_S = 86_400.0
@@ -273,8 +279,10 @@ def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
 
             if one("api-version") != API_VERSION:
                 raise _BadRequest(400, "InvalidApiVersion", f"api-version {one('api-version')} not supported")
-            if one("metricnamespace").lower() != NAMESPACE:
-                raise _BadRequest(400, "BadRequest", f"metricnamespace {one('metricnamespace')} not supported")
+            namespace = one("metricnamespace")
+            id_pattern = NAMESPACES.get(namespace.lower())
+            if id_pattern is None:
+                raise _BadRequest(400, "BadRequest", f"metricnamespace {namespace} not supported")
             if not ids or len(ids) > 50:
                 raise _BadRequest(400, "BadRequest", f"{len(ids)} resource ids; 1 to 50 are accepted")
             grain = one("interval")
@@ -291,6 +299,8 @@ def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
                 parts = rid.split("/")
                 if len(parts) < 3 or parts[2].lower() != subscription.lower():
                     raise _BadRequest(400, "BadRequest", f"resource {rid} is not in subscription {subscription}")
+                if not id_pattern.search(rid):
+                    raise _BadRequest(400, "BadRequest", f"resource {rid} is not of type {namespace}")
                 vm = monitor.vms.get(rid.lower())
                 if vm is None and monitor.accept_any:
                     seed = zlib.crc32(rid.lower().encode())
@@ -304,7 +314,7 @@ def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
             epochs = np.arange(first, end, step, dtype=np.float64)
             grid = _Grid(epochs, [_iso(t) for t in epochs])
             items = [
-                self._item(rid, vm, region, names, aggregations, grid, start, end, grain)
+                self._item(rid, vm, region, namespace, names, aggregations, grid, start, end, grain)
                 for rid, vm in zip(ids, vms, strict=True)
             ]
             return ('{"values":[' + ",".join(items) + "]}").encode()
@@ -314,6 +324,7 @@ def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
             rid: str,
             vm: FakeMonitoredVm | None,
             region: str,
+            namespace: str,
             names: list[str],
             aggregations: list[str],
             grid: _Grid,
@@ -351,7 +362,7 @@ def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
                 metrics.append(head_json + ',"timeseries":[{"metadatavalues":[],"data":[' + ",".join(points) + "]}]}")
             return (
                 f'{{"starttime":"{_iso(start)}","endtime":"{_iso(end)}","interval":"{grain}",'
-                f'"namespace":"Microsoft.Compute/virtualMachines","resourceregion":"{region}",'
+                f'"namespace":{json.dumps(namespace)},"resourceregion":"{region}",'
                 f'"resourceid":{json.dumps(rid)},"value":[' + ",".join(metrics) + "]}"
             )
 

@@ -83,6 +83,23 @@ def fetch(src: AzureMonitorSource, vms: list[VmInfo], now: float = NOW) -> dict[
         src.close()
 
 
+def test_uniform_scale_set_instances_are_read_per_instance_in_their_own_batch(monitor: FakeAzureMonitor) -> None:
+    plain = fleet(monitor, [vm("plain")])
+    base = f"/subscriptions/{SUB_A}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/web"
+    instances = [replace(vm(f"web_{i}"), id=f"{base}/virtualMachines/{i}", scale_set="web") for i in range(3)]
+    fleet(monitor, instances, cpu_percent=30.0)
+    usage = fetch(source(monitor), [*plain, *instances])
+    assert all(isinstance(u, VmUsage) and u.memory is not None for u in usage.values())
+    namespaces = sorted((c.query["metricnamespace"][0], len(c.resource_ids)) for c in monitor.calls)
+    # The fake refuses a resource whose type is not the call's namespace.
+    assert namespaces == [
+        ("Microsoft.Compute/virtualMachineScaleSets/virtualMachines", 3),
+        ("Microsoft.Compute/virtualMachines", 1),
+    ]
+    busy = usage[instances[0].id]
+    assert isinstance(busy, VmUsage) and float(np.nanmean(busy.cpu.values)) == pytest.approx(30.0, rel=0.05)
+
+
 def test_120_vms_of_one_region_take_3_calls_and_are_all_measured(monitor: FakeAzureMonitor) -> None:
     vms = fleet(monitor, [vm(f"vm{i:03d}") for i in range(120)], cpu_percent=12.0, memory_used_fraction=0.4)
     src = source(monitor)
@@ -141,8 +158,13 @@ def test_batches_are_planned_per_subscription_and_region() -> None:
     offline = replace(vm("offline"), id="offline-1", subscription_id=None)
     stopped = replace(vm("stopped"), power_state=PowerState.DEALLOCATED)
     batches, refused = plan_batches([*vms, uniform, offline, stopped], 50)
-    assert [(b.region, len(b.vms)) for b in batches] == [("northeurope", 3), ("westeurope", 50), ("westeurope", 1)]
-    assert "uniform scale set" in refused[uniform.id].reason
+    assert sorted((b.region, b.namespace, len(b.vms)) for b in batches) == [
+        ("northeurope", "Microsoft.Compute/virtualMachines", 3),
+        ("westeurope", "Microsoft.Compute/virtualMachineScaleSets/virtualMachines", 1),
+        ("westeurope", "Microsoft.Compute/virtualMachines", 1),
+        ("westeurope", "Microsoft.Compute/virtualMachines", 50),
+    ]
+    assert [b.vms for b in batches if "ScaleSets" in b.namespace] == [(uniform,)]
     assert "not an Azure resource id" in refused["offline-1"].reason
     assert refused[stopped.id].reason == "VM is deallocated: not measured"
 
