@@ -29,6 +29,7 @@ decoded one at a time (calls stay concurrent) and each series becomes two arrays
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -456,7 +457,7 @@ class AzureMonitorSource:
             vm.id, ts[keep], cpu[keep], None if memory is None else memory[keep], self.metrics, now
         )
         if isinstance(usage, VmUsage) and usage.memory is None and note:
-            usage = VmUsage(usage.vm, usage.cpu, None, note)
+            usage = dataclasses.replace(usage, memory=None, memory_note=note)
         return apply_memory_policy(usage, allow_cpu_only=self.metrics.size_without_memory)
 
 
