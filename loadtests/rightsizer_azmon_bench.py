@@ -29,15 +29,9 @@ from typing import Any
 from rightsizer.domain import VmInfo
 from rightsizer.metrics import VmUsage
 from rightsizer.settings import AzureMonitorSettings, MetricsSettings
-from rightsizer.sources.azure_monitor import (
-    AGGREGATION,
-    CPU_METRIC,
-    GIB,
-    MEMORY_METRIC,
-    NAMESPACE,
-    AzureMonitorSource,
-    metrics_client_factory,
-)
+from rightsizer.sources.azure_monitor import GIB, AzureMonitorSource, metrics_client_factory
+from rightsizer.sources.azure_monitor_answer import AGGREGATION, CPU_METRIC, MEMORY_METRIC
+from rightsizer.sources.azure_monitor_batches import NAMESPACE
 
 SUBSCRIPTIONS = ("00000000-0000-0000-0000-0000000000b1", "00000000-0000-0000-0000-0000000000b2")
 REGIONS = ("westeurope", "northeurope")

@@ -32,10 +32,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,30 +43,26 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
-from rightsizer.azure.errors import AzureError, PermanentAzureError
+from rightsizer.azure.errors import AzureError
 from rightsizer.azure.retry import RetrySettings, call_with_retries
-from rightsizer.domain import PowerState, VmInfo
+from rightsizer.domain import VmInfo
 from rightsizer.inputs import FloatArray
 from rightsizer.metrics import NoUsage, Usage, VmUsage, apply_memory_policy, usage_from_samples
 from rightsizer.settings import DAY_S, AzureMonitorSettings, MetricsSettings
+from rightsizer.sources.azure_monitor_answer import (
+    AGGREGATION,
+    CPU_METRIC,
+    MEMORY_METRIC,
+    Samples,
+    StreamedBody,
+    collect,
+    short,
+)
+from rightsizer.sources.azure_monitor_batches import Batch, endpoint_for, plan_batches, time_chunks
 
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
-NAMESPACE = "Microsoft.Compute/virtualMachines"
-SCALE_SET_VM_NAMESPACE = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
-"""Instances of uniform scale sets are metrics resources of their own type (same metric names)."""
-CPU_METRIC = "Percentage CPU"
-MEMORY_METRIC = "Available Memory Bytes"
-AGGREGATION = "average"
-MAX_BATCH = 50
-"""The service's limit: resources per getBatch call."""
-AZURE_GRAINS_S = (60, 300, 900, 1800, 3600, 21600, 43200, 86400)
-"""Time grains (``interval``) the metrics API accepts, in seconds."""
 GIB = 1024.0**3
-MAX_REASON_CHARS = 300
-
-_SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)/", re.IGNORECASE)
-_UNIFORM_INSTANCE = re.compile(r"/virtualMachineScaleSets/[^/]+/virtualMachines/[^/]+$", re.IGNORECASE)
 
 
 class MetricsBatchClient(Protocol):
@@ -90,15 +85,6 @@ ClientFactory = Callable[[str], MetricsBatchClient]
 """Regional endpoint URL -> client (one per endpoint, shared by the threads: azure-core clients are thread-safe)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    subscription: str
-    region: str
-    vms: tuple[VmInfo, ...]
-    namespace: str = NAMESPACE
-    """One resource type per call: plain and flexible-scale-set VMs, or uniform scale set instances."""
-
-
 @dataclass
 class FetchStats:
     """What a fetch cost: calls made (including retried ones), batches that failed, retries."""
@@ -111,135 +97,6 @@ class FetchStats:
     def count_call(self) -> None:
         with self.lock:
             self.calls += 1
-
-
-def endpoint_for(template: str, region: str) -> str:
-    return template.replace("{region}", region.lower())
-
-
-def plan_batches(vms: Iterable[VmInfo], batch_size: int) -> tuple[list[Batch], dict[str, NoUsage]]:
-    """VMs grouped by (subscription, region) in batches; VMs that cannot be queried get their reason instead."""
-    groups: dict[tuple[str, str, str], list[VmInfo]] = {}
-    refused: dict[str, NoUsage] = {}
-    for vm in vms:
-        match = _SUBSCRIPTION.match(vm.id)
-        subscription = vm.subscription_id or (match.group(1) if match else None)
-        if subscription is None:
-            refused[vm.id] = NoUsage(vm.id, "not an Azure resource id: Azure Monitor needs /subscriptions/<id>/...")
-            continue
-        if vm.power_state in (PowerState.DEALLOCATED, PowerState.STOPPED):
-            # Nothing to size (the deciding side says so); not worth a share of a call.
-            refused[vm.id] = NoUsage(vm.id, f"VM is {vm.power_state.value}: not measured")
-            continue
-        namespace = SCALE_SET_VM_NAMESPACE if _UNIFORM_INSTANCE.search(vm.id) else NAMESPACE
-        groups.setdefault((subscription.lower(), vm.region.lower(), namespace), []).append(vm)
-    size = max(1, min(batch_size, MAX_BATCH))
-    batches = [
-        Batch(sub, region, tuple(members[i : i + size]), namespace)
-        for (sub, region, namespace), members in sorted(groups.items())
-        for i in range(0, len(members), size)
-    ]
-    return batches, refused
-
-
-def time_chunks(start: float, end: float, step_s: float, max_points: int) -> list[tuple[float, float]]:
-    """``[start, end)`` cut into windows of at most ``max_points`` steps."""
-    span = max_points * step_s
-    out = []
-    t = start
-    while t < end:
-        out.append((t, min(end, t + span)))
-        t += span
-    return out
-
-
-@dataclass
-class _Samples:
-    timestamps: list[FloatArray] = field(default_factory=list)
-    cpu: list[FloatArray] = field(default_factory=list)
-    memory_ts: list[FloatArray] = field(default_factory=list)
-    memory: list[FloatArray] = field(default_factory=list)
-    error: str | None = None
-    memory_error: str | None = None
-
-
-def _epoch(text: Any) -> float:
-    if not isinstance(text, str):
-        return math.nan
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return math.nan
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-class _TimeStamps:
-    """Time stamp texts -> epoch seconds, parsed once per call: every series of an answer is on the same grid, so
-    after the first series a list comparison (in C) replaces 4,000 parses."""
-
-    def __init__(self) -> None:
-        self._texts: list[Any] = []
-        self._epochs: FloatArray = np.empty(0)
-
-    def epochs(self, texts: list[Any]) -> FloatArray:
-        if texts != self._texts:
-            self._texts = texts
-            self._epochs = np.array([_epoch(t) for t in texts], dtype=np.float64)
-        return self._epochs
-
-
-def _series(points: list[Any], stamps: _TimeStamps) -> tuple[FloatArray, FloatArray] | None:
-    """A series' points (``{"timeStamp": ..., "average": ...}``; no ``average`` = no value) as two arrays."""
-    if not all(type(p) is dict for p in points):
-        return None
-    ts = stamps.epochs([p.get("timeStamp") for p in points])
-    raw = [p.get(AGGREGATION) for p in points]
-    try:
-        values = np.array(raw, dtype=np.float64)  # None (no value) becomes NaN
-    except (TypeError, ValueError):
-        values = np.array([v if type(v) in (int, float) else math.nan for v in raw], dtype=np.float64)
-    return ts, values
-
-
-class _Capture:
-    """The client's ``cls`` hook for a streamed answer: reads the body up to ``max_bytes`` and hands the client an
-    empty result to convert (the body is decoded by the source, one answer at a time)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.raw = bytearray()
-
-    def __call__(self, pipeline_response: Any, body: Iterable[bytes], headers: Any) -> dict[str, list[Any]]:
-        self.raw = bytearray()
-        try:
-            for chunk in body:
-                self.raw += chunk
-                if len(self.raw) > self.max_bytes:
-                    raise PermanentAzureError(
-                        "metrics.query_resources",
-                        f"answer larger than {self.max_bytes / 1e6:g} MB (azure_monitor.max_response_mb): "
-                        "fewer resources or points per call are needed",
-                    )
-        finally:
-            pipeline_response.http_response.close()
-        return {"values": []}
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
-
-
-def _resource_of(item: Mapping[str, Any]) -> str | None:
-    rid = item.get("resourceid")
-    if isinstance(rid, str):
-        return rid.lower()
-    for metric in item.get("value") or ():
-        mid = metric.get("id") if isinstance(metric, Mapping) else None
-        if isinstance(mid, str) and "/providers/microsoft.insights/metrics/" in mid.lower():
-            return mid.lower().split("/providers/microsoft.insights/metrics/")[0]
-    return None
 
 
 class AzureMonitorSource:
@@ -326,7 +183,7 @@ class AzureMonitorSource:
 
     def _query(self, batch: Batch, window: tuple[float, float]) -> Any:
         client = self._client(batch.region)
-        capture = _Capture(int(self.settings.max_response_mb * 1e6))
+        capture = StreamedBody(int(self.settings.max_response_mb * 1e6))
         t0, t1 = window
 
         def call() -> None:
@@ -361,7 +218,7 @@ class AzureMonitorSource:
         memory_bytes: Callable[[VmInfo], float | None],
         now: float,
     ) -> dict[str, Usage]:
-        samples = {vm.id.lower(): _Samples() for vm in batch.vms}
+        samples = {vm.id.lower(): Samples() for vm in batch.vms}
         for window in windows:
             try:
                 doc = self._query(batch, window)
@@ -369,7 +226,7 @@ class AzureMonitorSource:
                 with self.stats.lock:
                     self.stats.failed_batches += 1
                 status = f"HTTP {exc.status} " if exc.status else ""
-                reason = _short(
+                reason = short(
                     f"Azure Monitor query failed for this VM's batch ({batch.region}, {len(batch.vms)} VMs): "
                     f"{status}{exc.code or 'error'}: {exc.message}"
                 )
@@ -383,51 +240,15 @@ class AzureMonitorSource:
                 except ValueError as exc:
                     with self.stats.lock:
                         self.stats.failed_batches += 1
-                    reason = _short(f"Azure Monitor's answer for this VM's batch is not JSON: {exc}")
+                    reason = short(f"Azure Monitor's answer for this VM's batch is not JSON: {exc}")
                     return {vm.id: NoUsage(vm.id, reason) for vm in batch.vms}
                 finally:
                     del doc
-                self._collect(parsed, samples)
+                collect(parsed, samples)
                 del parsed
         return {vm.id: self._usage_of(vm, samples[vm.id.lower()], memory_bytes, now) for vm in batch.vms}
 
-    def _collect(self, doc: Any, samples: Mapping[str, _Samples]) -> None:
-        stamps = _TimeStamps()
-        values = doc.get("values") if isinstance(doc, Mapping) else None
-        for item in values or ():
-            if not isinstance(item, Mapping):
-                continue
-            rid = _resource_of(item)
-            target = samples.get(rid) if rid is not None else None
-            if target is None:
-                continue
-            for metric in item.get("value") or ():
-                if not isinstance(metric, Mapping):
-                    continue
-                name = metric.get("name")
-                name_text = name.get("value") if isinstance(name, Mapping) else name
-                code = metric.get("errorCode")
-                if code not in (None, "Success"):
-                    problem = _short(f"{code}: {metric.get('errorMessage') or 'no message'}")
-                    if name_text == CPU_METRIC:
-                        target.error = problem
-                    elif name_text == MEMORY_METRIC:
-                        target.memory_error = problem
-                    continue
-                series = metric.get("timeseries") or []
-                points = series[0].get("data") if series and isinstance(series[0], Mapping) else None
-                arrays = _series(points, stamps) if isinstance(points, list) and points else None
-                if arrays is None:
-                    continue
-                ts, vs = arrays
-                if name_text == CPU_METRIC:
-                    target.timestamps.append(ts)
-                    target.cpu.append(vs)
-                elif name_text == MEMORY_METRIC:
-                    target.memory_ts.append(ts)
-                    target.memory.append(vs)
-
-    def _usage_of(self, vm: VmInfo, s: _Samples, memory_bytes: Callable[[VmInfo], float | None], now: float) -> Usage:
+    def _usage_of(self, vm: VmInfo, s: Samples, memory_bytes: Callable[[VmInfo], float | None], now: float) -> Usage:
         if s.error is not None:
             return NoUsage(vm.id, f"Azure Monitor answered {CPU_METRIC!r} with {s.error}")
         if not s.timestamps:

@@ -18,7 +18,8 @@ from rightsizer.cli import build_parser, run_recommend
 from rightsizer.domain import PowerState, VmInfo
 from rightsizer.metrics import NoUsage, Usage, VmUsage
 from rightsizer.settings import AzureMonitorSettings, MetricsSettings, Settings
-from rightsizer.sources.azure_monitor import GIB, AzureMonitorSource, metrics_client_factory, plan_batches
+from rightsizer.sources.azure_monitor import GIB, AzureMonitorSource, metrics_client_factory
+from rightsizer.sources.azure_monitor_batches import plan_batches
 from rightsizer.sources.live import SourceUnavailable, live_usage
 from tests.fakes.arm import FakeCredential
 from tests.fakes.azure_monitor import FakeAzureMonitor, MonitorFault
