@@ -31,10 +31,11 @@ from rightsizer.decide.gates import group_key
 from rightsizer.domain import Recommendation, VmInfo
 from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem
 from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newest_sample, parse_timestamp
+from rightsizer.logs import configure_logging
 from rightsizer.metrics import Usage, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
-from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, RunMetrics, check_pushgateway_url, export
+from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, ExportTargets, RunMetrics, export
 from rightsizer.settings import Settings, SettingsError, load_settings
 from rightsizer.sources.live import MonitorFactory, PrometheusFactory, SourceUnavailable, live_usage
 
@@ -207,41 +208,6 @@ def _act_cli() -> Any | None:
     return importlib.import_module("rightsizer.act.cli")
 
 
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is at the time of writing, not at configuration: a test harness (or a
-    daemon) that swaps stderr must not leave the loggers writing to a closed stream."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    import logging
-
-    levels = {
-        "debug": logging.DEBUG,
-        "info": logging.INFO,
-        "warning": logging.WARNING,
-        "error": logging.ERROR,
-    }
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(levels[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
-    )
-
-
 def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> int:
     """One run; its metrics are exported (``--pushgateway``, ``--metrics-textfile``) when it completes."""
     started = time.monotonic()
@@ -251,7 +217,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
     metrics.run_duration.set(round(time.monotonic() - started, 3))
     if code == 0:
         metrics.last_success.set(time.time())
-    for problem in export(metrics, **export_to):
+    for problem in export(metrics, export_to):
         structlog.get_logger("rightsizer").warning("metrics.export_failed", error=problem.message)
         print(f"rightsizer: warning: {problem.message}", file=sys.stderr)
         if code == 0:
@@ -259,25 +225,16 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
     return code
 
 
-def _export_targets(args: argparse.Namespace) -> dict[str, Any]:
-    pushgateway = getattr(args, "pushgateway", None)
-    if pushgateway:
-        try:
-            pushgateway = check_pushgateway_url(pushgateway)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    timeout_s = getattr(args, "pushgateway_timeout", None)
-    timeout_s = DEFAULT_PUSH_TIMEOUT_S if timeout_s is None else timeout_s
-    if not 0 < timeout_s <= 300:
-        raise UsageError(f"--pushgateway-timeout {timeout_s:g}: expected seconds in (0, 300]")
-    shard = getattr(args, "shard", None)
-    return {
-        "pushgateway": pushgateway,
-        "textfile": getattr(args, "metrics_textfile", None),
-        # Shards push to their own group, so they do not replace each other's metrics.
-        "grouping_key": {"shard": shard.replace("/", "-of-")} if shard else None,
-        "timeout_s": timeout_s,
-    }
+def _export_targets(args: argparse.Namespace) -> ExportTargets:
+    try:
+        return ExportTargets.of(
+            pushgateway=getattr(args, "pushgateway", None),
+            textfile=getattr(args, "metrics_textfile", None),
+            shard=getattr(args, "shard", None),
+            timeout_s=getattr(args, "pushgateway_timeout", None),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, **factories: Any) -> int:

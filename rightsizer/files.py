@@ -14,6 +14,7 @@ short prefix of the offending content; the command line turns it into one line o
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import stat
@@ -46,19 +47,25 @@ def _check_regular(path: Path, what: str) -> None:
         raise FileProblem(f"{what} {path} is not a regular file (a FIFO, device or directory is refused)")
 
 
-def read_bytes(path: Path, what: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The file's bytes (decompressed when its name ends in ``.gz``), refused beyond ``max_bytes``."""
+def read_bytes(path: Path, what: str, *, max_bytes: int = DEFAULT_MAX_BYTES, utf8: bool = False) -> bytes:
+    """The file's bytes (decompressed when its name ends in ``.gz``), refused beyond ``max_bytes``; with
+    ``utf8`` also checked to be UTF-8 as they are read (without holding a decoded copy of the whole file)."""
     _check_regular(path, what)
     limit_note = f"{max_bytes / 1048576:.3g} MiB"
     chunks: list[bytes] = []
     total = 0
+    decoder = codecs.getincrementaldecoder("utf-8")() if utf8 else None
     try:
         with open(path, "rb", buffering=0) as raw:
             handle: Any = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
             while True:
                 chunk = handle.read(min(_CHUNK, max_bytes + 1 - total))
                 if not chunk:
+                    if decoder is not None:
+                        _check_utf8(decoder, b"", total, path, what, final=True)
                     break
+                if decoder is not None:
+                    _check_utf8(decoder, chunk, total, path, what)
                 chunks.append(chunk)
                 total += len(chunk)
                 if total > max_bytes:
@@ -69,6 +76,22 @@ def read_bytes(path: Path, what: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     except OSError as exc:
         raise FileProblem(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     return b"".join(chunks)
+
+
+def _check_utf8(
+    decoder: codecs.IncrementalDecoder, chunk: bytes, offset: int, path: Path, what: str, *, final: bool = False
+) -> None:
+    try:
+        decoder.decode(chunk, final)
+    except UnicodeDecodeError as exc:
+        # The decoder's buffer is the (at most 3) bytes of an unfinished character held back from the previous
+        # chunk, then this chunk: its first byte is at offset - held back.
+        held_back = len(exc.object) - len(chunk)
+        at = offset - held_back + exc.start
+        bad = exc.object[exc.start : exc.start + 1]
+        raise FileProblem(
+            f"{what} {path}: not UTF-8 text (byte 0x{bad.hex()} at offset {at}); save it as UTF-8"
+        ) from None
 
 
 def decode_utf8(data: bytes, path: Path, what: str) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rightsizer.domain import PowerState, Priority, VmInfo
-from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem, load_json, quote_prefix, read_text
+from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem, load_json, quote_prefix, read_bytes
 from rightsizer.prices import normalise_size_name
 
 FloatArray = npt.NDArray[np.float64]
@@ -265,16 +265,18 @@ def parse_metrics_rows(rows: Iterable[list[str]], *, source: str = "metrics") ->
 
 
 def load_metrics_csv(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, RawUsage]:
-    """Read a metrics CSV (bounded, see :mod:`rightsizer.files`): pandas' C parser for well-formed files, and a
-    row-by-row pass (which names the bad row and field) whenever anything looks wrong."""
-    text = read_text(path, "metrics", max_bytes=max_bytes)
+    """Read a metrics CSV (bounded and UTF-8-checked, see :mod:`rightsizer.files`): pandas' C parser for
+    well-formed files, and a row-by-row pass (which names the bad row and field) whenever anything looks wrong.
+    Only the file's bytes are held, never a decoded copy of the whole text."""
+    data = read_bytes(path, "metrics", max_bytes=max_bytes, utf8=True)
     try:
-        fast = _load_metrics_fast(text)
+        fast = _load_metrics_fast(data)
     except (ValueError, KeyError, TypeError, OverflowError):
         fast = None
     if fast is not None:
         return fast
-    return parse_metrics_rows(csv.reader(io.StringIO(text, newline="")), source=str(path))
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+    return parse_metrics_rows(csv.reader(text), source=str(path))
 
 
 def newest_sample(raw: Mapping[str, RawUsage], *, not_after: float = math.inf) -> float | None:
@@ -288,10 +290,10 @@ def newest_sample(raw: Mapping[str, RawUsage], *, not_after: float = math.inf) -
     return latest
 
 
-def _load_metrics_fast(text: str) -> dict[str, RawUsage] | None:
+def _load_metrics_fast(data: bytes) -> dict[str, RawUsage] | None:
     import pandas as pd
 
-    frame = pd.read_csv(io.StringIO(text), dtype={"vm": str}, skipinitialspace=True)
+    frame = pd.read_csv(io.BytesIO(data), dtype={"vm": str}, skipinitialspace=True, encoding="utf-8")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     if any(c not in frame.columns for c in METRICS_COLUMNS) or frame["vm"].isna().any() or len(frame) == 0:
         return None

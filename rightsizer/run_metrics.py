@@ -137,31 +137,61 @@ def check_pushgateway_url(url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportTargets:
+    """Where a run's metrics go (none, one or both)."""
+
+    pushgateway: str | None = None
+    textfile: str | None = None
+    grouping_key: dict[str, str] | None = None
+    timeout_s: float = DEFAULT_PUSH_TIMEOUT_S
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        pushgateway: str | None,
+        textfile: str | None,
+        shard: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ExportTargets:
+        """Checked command-line values (ValueError naming the option otherwise). With a shard, the push goes to
+        its own group (``shard=i-of-n``) so shards do not replace each other's metrics."""
+        timeout = DEFAULT_PUSH_TIMEOUT_S if timeout_s is None else timeout_s
+        if not 0 < timeout <= 300:
+            raise ValueError(f"--pushgateway-timeout {timeout:g}: expected seconds in (0, 300]")
+        return cls(
+            pushgateway=check_pushgateway_url(pushgateway) if pushgateway else None,
+            textfile=textfile or None,
+            grouping_key={"shard": shard.replace("/", "-of-")} if shard else None,
+            timeout_s=timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ExportProblem:
     exit_code: int
     message: str
 
 
-def export(
-    metrics: RunMetrics,
-    *,
-    pushgateway: str | None = None,
-    textfile: str | None = None,
-    grouping_key: dict[str, str] | None = None,
-    timeout_s: float = DEFAULT_PUSH_TIMEOUT_S,
-) -> list[ExportProblem]:
+def export(metrics: RunMetrics, targets: ExportTargets) -> list[ExportProblem]:
     """Push and/or write the registry; the problems (never raised) with the exit code each would mean."""
     problems: list[ExportProblem] = []
-    if textfile:
+    if targets.textfile:
         try:
-            write_to_textfile(textfile, metrics.registry)
+            write_to_textfile(targets.textfile, metrics.registry)
         except OSError as error:
-            problems.append(ExportProblem(2, f"cannot write --metrics-textfile {textfile}: {error.strerror or error}"))
-    if pushgateway:
+            problems.append(
+                ExportProblem(2, f"cannot write --metrics-textfile {targets.textfile}: {error.strerror or error}")
+            )
+    if targets.pushgateway:
         try:
             push_to_gateway(
-                pushgateway, job=JOB, registry=metrics.registry, grouping_key=grouping_key or {}, timeout=timeout_s
+                targets.pushgateway,
+                job=JOB,
+                registry=metrics.registry,
+                grouping_key=targets.grouping_key or {},
+                timeout=targets.timeout_s,
             )
         except Exception as error:  # urllib raises URLError, HTTPError, timeouts, ValueError for odd answers
-            problems.append(ExportProblem(3, f"push to {pushgateway} failed: {type(error).__name__}: {error}"))
+            problems.append(ExportProblem(3, f"push to {targets.pushgateway} failed: {type(error).__name__}: {error}"))
     return problems

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rightsizer.cli import main
-from tests.rightsizer.test_input_robustness import metric_rows, vm_entry, write_inputs
+from tests.rightsizer.offline import metric_rows, vm_entry, write_inputs
 
 
 def fleet(tmp_path: Path) -> tuple[Path, Path]:

@@ -16,34 +16,7 @@ import pytest
 
 from rightsizer.cli import main
 from rightsizer.samples import CleanSamples, RefusedSamples, clean_samples
-
-T0 = 1_372_636_800  # 2013-07-01T00:00:00Z: an old export, years before the wall clock
-DAY = 86_400
-STEP = 300
-NEWEST = T0 + 8 * DAY - STEP  # the last sample written by metric_rows
-
-
-def vm_entry(name: str, vm_id: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": vm_id or f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}",
-        "name": name,
-        "resource_group": "rg",
-        "size": "Standard_D4s_v5",
-        "region": "westeurope",
-        **extra,
-    }
-
-
-def metric_rows(key: str, cpu: float = 10.0, *, start: int = T0, days: int = 8) -> list[str]:
-    return [f"{key},{t},{cpu + (t // STEP) % 3},30" for t in range(start, start + days * DAY, STEP)]
-
-
-def write_inputs(tmp_path: Path, vms: list[dict[str, Any]], rows: list[str]) -> tuple[Path, Path]:
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps(vms))
-    metrics = tmp_path / "metrics.csv"
-    metrics.write_text("vm,timestamp,cpu_percent,memory_percent\n" + "\n".join(rows) + "\n")
-    return inventory, metrics
+from tests.rightsizer.offline import DAY, T0, metric_rows, vm_entry, write_inputs
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -233,3 +206,43 @@ def test_clean_samples_rules() -> None:
     assert isinstance(refused, RefusedSamples) and "cpu_percent -0.5" in refused.reason
     refused = clean_samples(np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.array([1.0, 170.0]))
     assert isinstance(refused, RefusedSamples) and "memory_percent 170" in refused.reason
+
+
+def test_utf8_is_checked_across_read_chunks(tmp_path: Path) -> None:
+    from rightsizer.files import FileProblem, read_bytes
+
+    good = tmp_path / "good.csv"
+    text = "é" * 700_000  # 1.4 MB: characters straddle the 1 MiB read chunks
+    good.write_text(text, encoding="utf-8")
+    assert read_bytes(good, "metrics", utf8=True).decode("utf-8") == text
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("é".encode() * 600_000 + b"\xff" + b"x" * 10)
+    with pytest.raises(FileProblem, match="byte 0xff at offset 1200000"):
+        read_bytes(bad, "metrics", utf8=True)
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(b"abc" + "é".encode()[:1])  # a character cut off at the end of the file
+    with pytest.raises(FileProblem, match="at offset 3"):
+        read_bytes(cut, "metrics", utf8=True)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n",
+            "aliases (*name) are not accepted",
+        ),
+        ("dry_run: true\n" + "#" * (2 * 1024 * 1024) + "\n", "is more than 1 MiB"),
+    ],
+    ids=["yaml-alias-bomb", "oversized"],
+)
+def test_a_hostile_settings_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(content, encoding="utf-8")
+    code, _ = run("--config", str(config))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert main(["audit", "verify", "--config", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rightsizer.audit import AuditLog
 from rightsizer.cli import main
-from tests.rightsizer.test_input_robustness import T0, metric_rows, vm_entry, write_inputs
+from tests.rightsizer.offline import T0, metric_rows, vm_entry, write_inputs
 from tests.support.pushgateway import Pushgateway, metric_families, pushgateway  # noqa: F401  (fixture)
 
 CONTRACT_METRICS = (
@@ -166,3 +166,11 @@ def test_bad_export_arguments_are_exit_2(
     extra = [flag, value] if flag == "--pushgateway" else ["--pushgateway", "http://127.0.0.1:1", flag, value]
     code, _ = run("--inventory", str(inventory), "--metrics", str(metrics), *extra)
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unwritable_textfile_is_a_warning_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inventory, metrics = fleet(tmp_path)
+    code, out = run("--inventory", str(inventory), "--metrics", str(metrics),
+                    "--metrics-textfile", str(tmp_path / "missing-dir" / "m.prom"))  # fmt: skip
+    assert code == 2 and "web-1" in out
+    assert "rightsizer: warning: cannot write --metrics-textfile" in capsys.readouterr().err
