@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from scaler_service.http_server import BoundedHttpServer
 from scaler_service.metrics import EngineCollector, GrpcConnectionsCollector, ScalerMetrics
 from scaler_service.settings import Settings
 from scaler_service.sources.base import DataSource
+from scaler_service.store.base import SharedStore
+from scaler_service.store.memory import MemoryStore
 from scaler_service.trigger import TriggerParser
 
 log = structlog.get_logger(__name__)
@@ -47,6 +50,29 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
             return source
 
     return source_for
+
+
+def make_store(settings: Settings, clock: Callable[[], float] = time.time) -> SharedStore:
+    """The store ``--store`` names: in memory (one replica), or Redis shared by every replica."""
+    if settings.store == "memory":
+        return MemoryStore()
+    from scaler_service.store.address import parse_store_url, read_password
+    from scaler_service.store.redis_store import RedisStore
+
+    address = parse_store_url(settings.store)
+    password = read_password(settings.redis_password_file, os.environ.get("FORESIGHT_REDIS_PASSWORD"))
+    store = RedisStore(
+        address,
+        password=password,
+        lease_s=settings.lease_s,
+        outage_grace_s=settings.redis_outage_grace,
+        clock=clock,
+    )
+    if store.ping():
+        log.info("shared store reachable", store=address.url, lease_s=settings.lease_s)
+    if settings.persist_dir is not None:
+        log.warning("--persist-dir ignored: models are kept in the shared store", store=address.url)
+    return store
 
 
 def opt_out_from_cluster(settings: Settings) -> OptOutReader | None:
@@ -84,6 +110,7 @@ class ScalerServer:
         self._opt_out = opt_out
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
+        self.store = make_store(settings, clock)
         self.cache = ModelCache(
             CacheSettings(
                 max_entries=settings.cache_max_entries,
@@ -94,6 +121,7 @@ class ScalerServer:
             ),
             clock=clock,
             on_fit=self._on_fit,
+            store=self.store if self.store.shared else None,
         )
         self.engine = SeriesEngine(
             source_for=source_for if source_for is not None else make_source_for(settings, clock),
@@ -115,6 +143,7 @@ class ScalerServer:
             ),
             opt_out=opt_out,
             clock=clock,
+            store=self.store,
         )
         self.registry.register(
             EngineCollector(
@@ -167,6 +196,7 @@ class ScalerServer:
             healthy=lambda: self._serving,
             clock=self._clock,
             max_points_per_fit=s.max_points_per_fit,
+            detail=(lambda: self.store.describe(self._clock())) if self.store.shared else None,
         )
         self._http = BoundedHttpServer(s.http_bind_address or s.bind_address, s.http_port, routes)
         self._http.start()
@@ -200,6 +230,7 @@ class ScalerServer:
         self.grpc.stop(max(0.0, deadline - time.monotonic()))
         self.engine.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.cache.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.store.close()
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()
@@ -212,4 +243,4 @@ class ScalerServer:
         return self._stopped.wait(timeout)
 
 
-__all__ = ["SERVICE_NAME", "ScalerServer", "make_source_for"]
+__all__ = ["SERVICE_NAME", "ScalerServer", "make_source_for", "make_store"]

@@ -100,12 +100,23 @@ class Settings:
     cache_max_bytes: int = 512 * 2**20
     kube_annotations: bool = True
     """Read the opt-out annotation through the Kubernetes API when running in a cluster."""
+    store: str = "memory"
+    """``memory`` (one replica) or ``redis://HOST[:PORT][/DB]`` / ``rediss://...``: replicas share work through it."""
+    redis_password_file: Path | None = None
+    """File whose first line is the Redis password (else FORESIGHT_REDIS_PASSWORD, else none)."""
+    redis_outage_grace: float = 600.0
+    """Seconds a replica works alone (serving its mirror, fetching for itself) while Redis is unreachable."""
+    lease: float | None = None
+    """Seconds a claim on a fetch or a fit lasts without renewal (a dead replica's work moves on after it);
+    none: 3 x the Prometheus timeout, between 5 s and 60 s."""
 
     def __post_init__(self) -> None:
         if self.source not in ("prometheus", "replay"):
             raise SettingsError(f"source: must be 'prometheus' or 'replay', got {self.source!r}")
         if self.log_format not in ("json", "console"):
             raise SettingsError(f"log_format: must be 'json' or 'console', got {self.log_format!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
         for name in ("grpc_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -114,6 +125,17 @@ class Settings:
             raise SettingsError("tls_cert and tls_key: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
+        if self.store != "memory":
+            from scaler_service.store.address import RedisConfigError, parse_store_url
+
+            try:
+                parse_store_url(self.store)
+            except RedisConfigError as exc:
+                raise SettingsError(f"store: must be 'memory' or a Redis address: {exc}") from None
+        if not self.redis_outage_grace >= 0:
+            raise SettingsError(f"redis_outage_grace: must be a duration >= 0, got {self.redis_outage_grace}")
+        if self.lease is not None and not 0.2 <= self.lease <= 3600:
+            raise SettingsError(f"lease: must be between 200ms and 1h, got {self.lease}s")
         if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
             raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
         if self.grpc_server not in ("aio", "sync"):
@@ -149,6 +171,12 @@ class Settings:
         return frozenset({self.default_address, *(normalise_address(a) for a in self.prometheus_allowlist)})
 
     @property
+    def lease_s(self) -> float:
+        if self.lease is not None:
+            return self.lease
+        return min(60.0, max(5.0, 3 * self.prometheus_timeout_s))
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
@@ -160,7 +188,16 @@ def normalise_address(address: str) -> str:
 # --- building from flags, environment and file ------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_DURATION_FIELDS = frozenset({"subscription_idle", "fetch_deadline", "max_connection_age", "max_connection_age_grace"})
+_DURATION_FIELDS = frozenset(
+    {
+        "subscription_idle",
+        "fetch_deadline",
+        "redis_outage_grace",
+        "lease",
+        "max_connection_age",
+        "max_connection_age_grace",
+    }
+)
 """Fields given as durations (``30s``, ``10m``, ``1h30m``) or plain seconds."""
 
 
@@ -182,7 +219,8 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if raw is None:
             return None
-        if name in _DURATION_FIELDS:
+        if name in _DURATION_FIELDS or name.endswith("_s"):
+            # Every seconds field takes the trigger metadata's durations too (refit_interval_s: 1h), one parser.
             return _seconds(raw)
         if kind == "int":
             return int(raw)
@@ -204,8 +242,9 @@ def _convert(name: str, raw: Any) -> Any:
             return tuple(str(i).strip() for i in items if str(i).strip())
         return str(raw)
     except ValueError as exc:
-        expected = "a duration such as 30s, 5m or 1h30m" if name in _DURATION_FIELDS else kind
-        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
+        if name in _DURATION_FIELDS or name.endswith("_s"):
+            kind = "seconds or a duration (30s, 10m, 1h30m)"
+        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {kind}") from exc
 
 
 def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -270,7 +309,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prometheus-timeout-s",
-        type=float,
         help=f"Prometheus request timeout [{d.prometheus_timeout_s}] {env('prometheus_timeout_s')}",
     )
     parser.add_argument(
@@ -299,7 +337,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grace-period-s",
-        type=float,
         help=f"seconds in-flight calls get on shutdown [{d.grace_period_s}] {env('grace_period_s')}",
     )
     parser.add_argument(
@@ -327,12 +364,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fetch-workers", type=int, help=f"fetch threads [{d.fetch_workers}] {env('fetch_workers')}")
     parser.add_argument(
         "--fetch-interval-s",
-        type=float,
         help=f"seconds between latest-value fetches (default: the trigger's queryStep) {env('fetch_interval_s')}",
     )
     parser.add_argument(
         "--idle-drop-s",
-        type=float,
         help=f"drop series not asked about for this long [{d.idle_drop_s}] {env('idle_drop_s')}",
     )
     parser.add_argument(
@@ -367,12 +402,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refit-interval-s",
-        type=float,
         help=f"default refit interval [{d.refit_interval_s}] {env('refit_interval_s')}",
     )
     parser.add_argument(
         "--live-window-s",
-        type=float,
         help=f"window of the live forecast-vs-actual comparison [{d.live_window_s}] {env('live_window_s')}",
     )
     parser.add_argument(
@@ -389,6 +422,23 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-max-bytes",
         type=int,
         help=f"bytes of models kept in memory [{d.cache_max_bytes}] {env('cache_max_bytes')}",
+    )
+    parser.add_argument(
+        "--store",
+        help=f"where replicas share models and work: memory (one replica) or redis://HOST[:PORT][/DB], "
+        f"rediss://... [{d.store}] {env('store')}",
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        help=f"file holding the Redis password (else env FORESIGHT_REDIS_PASSWORD) {env('redis_password_file')}",
+    )
+    parser.add_argument(
+        "--redis-outage-grace",
+        help=f"how long replicas work alone while Redis is unreachable [10m] {env('redis_outage_grace')}",
+    )
+    parser.add_argument(
+        "--lease",
+        help=f"how long a claim on a fetch or fit lasts unrenewed [3 x the Prometheus timeout, 5s-60s] {env('lease')}",
     )
     parser.add_argument(
         "--kube-annotations",

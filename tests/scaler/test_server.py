@@ -272,10 +272,30 @@ def test_settings_precedence(tmp_path: Path) -> None:
         settings_from_sources({}, {"FORESIGHT_GRPC_PORT": "ninety"})
     with pytest.raises(SettingsError, match="tls_cert and tls_key"):
         settings_from_sources({"tls_cert": "c.pem"}, {})
+    # Durations as in trigger metadata (or plain seconds), from any source.
+    s = settings_from_sources({"fetch_deadline": "1m30s"}, {"FORESIGHT_SUBSCRIPTION_IDLE": "10m"})
+    assert (s.fetch_deadline, s.subscription_idle) == (90.0, 600.0)
+    assert settings_from_sources({}, {"FORESIGHT_SUBSCRIPTION_IDLE": "45"}).subscription_idle == 45.0
+    with pytest.raises(SettingsError, match="subscription_idle"):
+        settings_from_sources({}, {"FORESIGHT_SUBSCRIPTION_IDLE": "soon"})
+    with pytest.raises(SettingsError, match="max_series"):
+        settings_from_sources({"max_series": 0}, {})
     bad = tmp_path / "bad.yaml"
     bad.write_text("grcp_port: 1\n")
     with pytest.raises(SettingsError, match="unknown setting 'grcp_port'"):
         settings_from_sources({}, {}, bad)
+
+
+def test_seconds_settings_take_the_trigger_metadata_durations(tmp_path: Path) -> None:
+    """One duration parser: what a ScaledObject's metadata accepts (1h, 30s, 1h30m) a settings file, a flag and
+    the environment accept too, and a bad one is refused naming the accepted forms."""
+    config = tmp_path / "scaler.yaml"
+    config.write_text("refit_interval_s: 1h\ngrace_period_s: 30s\n")
+    s = settings_from_sources({"live_window_s": "10m"}, {"FORESIGHT_IDLE_DROP_S": "1h30m"}, config)
+    assert (s.refit_interval_s, s.grace_period_s, s.live_window_s, s.idle_drop_s) == (3600, 30, 600, 5400)
+    assert settings_from_sources({"refit_interval_s": "90"}, {}).refit_interval_s == 90
+    with pytest.raises(SettingsError, match=r"refit_interval_s: cannot use 'soon'.*expected seconds or a duration"):
+        settings_from_sources({"refit_interval_s": "soon"}, {})
 
 
 def test_help_documents_every_flag() -> None:
@@ -304,6 +324,14 @@ def test_help_documents_every_flag() -> None:
         "--log-format",
         "--config",
         "FORESIGHT_GRPC_PORT",
+        "--http-bind-address",
+        "--replay-dir",
+        "--max-series",
+        "--max-subscriptions",
+        "--subscription-idle",
+        "--fetch-deadline",
+        "--max-points-per-fit",
+        "--metrics-max-subscriptions",
     ):
         assert flag in out
 
@@ -353,5 +381,5 @@ def test_query_command(start_scaler: StartScaler, source: ScriptedSource) -> Non
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input
     assert "INVALID_ARGUMENT" in bad.stderr and "threshold: must be a number > 0" in bad.stderr
