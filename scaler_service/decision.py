@@ -165,6 +165,8 @@ LIVE_WINDOWS = 12
 LIVE_MIN_WINDOWS = 3
 """Live confidence is reported once this many windows were compared."""
 MISS_RATIO = 0.2
+RECENT_WINDOWS = round(3600 / LIVE_WINDOW_S)
+"""The windows of the last hour (6 of 10 minutes): what a "degraded in the last hour" alert counts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,8 @@ class LiveAccuracy:
     """WAPE of the window means: sum |mean forecast - mean actual| / sum |mean actual|."""
     misses_over_20: int = 0
     """Windows whose mean forecast was more than 20 % away from the mean actual."""
+    recent_misses_over_20: int = 0
+    """The same, among the windows of the last hour only (the last RECENT_WINDOWS window slots, by time)."""
     confidence: float | None = None
     """1 - wmape once LIVE_MIN_WINDOWS windows were compared, else None: the live accuracy. Below
     ``minConfidence`` the engine asks for a refit."""
@@ -214,7 +218,8 @@ def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window:
     if not keys:
         return LiveAccuracy()
     abs_err = over_err = total = 0.0
-    misses = 0
+    misses = recent_misses = 0
+    recent_from = keys[-1] - RECENT_WINDOWS + 1
     for k in keys:
         pairs = windows[k]
         forecast = sum(p for p, _ in pairs) / len(pairs)
@@ -223,7 +228,9 @@ def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window:
         abs_err += err
         over_err += max(0.0, forecast - actual)
         total += abs(actual)
-        misses += err > MISS_RATIO * abs(actual)
+        missed = err > MISS_RATIO * abs(actual)
+        misses += missed
+        recent_misses += missed and k >= recent_from
     wmape = _error_ratio(abs_err, total)
     overshoot = _error_ratio(over_err, total)
     enough = len(keys) >= LIVE_MIN_WINDOWS
@@ -231,6 +238,7 @@ def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window:
         compared=len(keys),
         wmape=wmape,
         misses_over_20=misses,
+        recent_misses_over_20=recent_misses,
         confidence=max(0.0, 1.0 - wmape) if enough else None,
         overshoot=overshoot,
         gate_confidence=max(0.0, 1.0 - overshoot) if enough else None,

@@ -188,6 +188,7 @@ def _one(
         "overshoot": _num(snap.live.overshoot),
         "gate_confidence": _num(snap.live.gate_confidence),
         "misses_over_20pct": snap.live.misses_over_20,
+        "misses_over_20pct_last_hour": snap.live.recent_misses_over_20,
         "confidence": _num(snap.live.confidence),
     }
     doc["anchor_factor"] = _num(snap.factor)

@@ -144,6 +144,11 @@ class EngineCollector(Collector):
             "Windows (of the last 12) whose mean forecast was more than 20% off",
             labels=s,
         )
+        recent_misses = GaugeMetricFamily(
+            "foresight_series_misses_over_20pct_last_hour",
+            "Windows of the last hour (6 of 10 minutes) whose mean forecast was more than 20% off",
+            labels=s,
+        )
         fetch_ok = GaugeMetricFamily("foresight_series_fetch_ok", "1 when the last fetch succeeded", labels=s)
         breaker = GaugeMetricFamily(
             "foresight_circuit_breaker_open",
@@ -170,6 +175,7 @@ class EngineCollector(Collector):
             if snap.live.overshoot is not None:
                 overshoot.add_metric([sid], snap.live.overshoot)
             misses.add_metric([sid], float(snap.live.misses_over_20))
+            recent_misses.add_metric([sid], float(snap.live.recent_misses_over_20))
             for (query, _slo), state in snap.breakers.items():
                 breaker.add_metric([sid, query], 1.0 if state.open else 0.0)
         o = ["namespace", "name", "metric", "series"]
@@ -221,6 +227,7 @@ class EngineCollector(Collector):
             overshoot,
             error,
             misses,
+            recent_misses,
             fetch_ok,
             breaker,
             served,

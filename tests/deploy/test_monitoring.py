@@ -95,9 +95,9 @@ tests:
 
   - interval: 1m
     input_series:
-      - series: 'foresight_series_misses_over_20pct{series="s1",pod="a"}'
+      - series: 'foresight_series_misses_over_20pct_last_hour{series="s1",pod="a"}'
         values: '0x10 1x10 2x10 3x20'
-      - series: 'foresight_series_misses_over_20pct{series="s2",pod="a"}'
+      - series: 'foresight_series_misses_over_20pct_last_hour{series="s2",pod="a"}'
         values: '0x10 1x10 2x30'
     alert_rule_test:
       - {eval_time: 33m, alertname: ForesightForecastDegraded, exp_alerts: []}

@@ -102,3 +102,12 @@ def test_predict_quantile_serves_the_peak_of_the_upper_band() -> None:
     assert predictive_value(**common, quantile=0.9)[0] == 35.0  # type: ignore[arg-type]
     # Never below the observed value, whatever the quantile.
     assert predictive_value(**{**common, "observed": 50.0}, quantile=0.9)[0] == 50.0  # type: ignore[arg-type]
+
+
+def test_misses_of_the_last_hour_are_counted_apart() -> None:
+    # 12 windows of 10 points: windows 0-3 miss by 50 % (over an hour ago), window 9 and 11 miss by 30 %.
+    missed = {0, 1, 2, 3, 9, 11}
+    compared = {i: (15.0 if i // 10 in {0, 1, 2, 3} else 13.0 if i // 10 in missed else 10.0, 10.0) for i in range(120)}
+    acc = live_accuracy(compared, 10)
+    assert acc.misses_over_20 == 6
+    assert acc.recent_misses_over_20 == 2  # windows 6-11 are the last hour's six
