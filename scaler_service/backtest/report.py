@@ -308,8 +308,11 @@ def format_table(report: BacktestReport, verdict: Verdict) -> str:
     return "\n".join(lines)
 
 
-def plot(report: BacktestReport, path: str | Path) -> Path:
-    """Demand against ready capacity for each strategy, under-provisioned stretches in red."""
+def plot(report: BacktestReport, path: str | Path, *, span: tuple[float, float, str] | None = None) -> Path:
+    """Demand against ready capacity for each strategy, under-provisioned stretches in red.
+
+    ``span`` = (start, end, label) shades that stretch on every panel (the tuning run marks the held-back one).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,6 +349,9 @@ def plot(report: BacktestReport, path: str | Path) -> Path:
             loc="left",
         )
         ax.set_ylabel(report.trace.unit or "demand")
+        if span is not None:
+            lo, hi = (np.datetime64(int(t * 1000.0), "ms") for t in span[:2])
+            ax.axvspan(lo, hi, color="tab:green", alpha=0.08, label=span[2])  # type: ignore[arg-type]
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))  # type: ignore[no-untyped-call]
     fig.suptitle(f"Capacity backtest: {report.trace.name}", fontsize=11)
