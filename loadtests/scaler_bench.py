@@ -97,6 +97,10 @@ class ServerProcess:
             "--kube-annotations", "false",
             "--cache-max-entries", str(cache_entries),
             "--cache-max-bytes", str(64 * 2**30),
+            # Every series on /metrics (warm-up counts them there) and no cap in the way of the series count.
+            "--metrics-max-subscriptions", str(cache_entries),
+            "--max-series", str(cache_entries),
+            "--max-subscriptions", str(cache_entries),
             "--log-level", "warning",
         ]  # fmt: skip
         if pin_cpu is not None and shutil.which("taskset"):
@@ -127,11 +131,17 @@ class ServerProcess:
             return text
 
     def forecast_view(self, namespace: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.http_port}/forecast?namespace={namespace}"
-        with urllib.request.urlopen(url, timeout=60) as answer:
-            doc: dict[str, Any] = json.loads(answer.read())
-            objects: list[dict[str, Any]] = doc.get("scaledObjects", [])
-            return objects
+        """Every ScaledObject of ``namespace`` in /forecast, page after page."""
+        objects: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            url = f"http://127.0.0.1:{self.http_port}/forecast?namespace={namespace}&limit=500&cursor={cursor}"
+            with urllib.request.urlopen(url, timeout=60) as answer:
+                doc: dict[str, Any] = json.loads(answer.read())
+            objects += doc.get("scaledObjects", [])
+            if not doc.get("next"):
+                return objects
+            cursor = doc["next"]
 
     def rss_mib(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="utf-8")

@@ -24,14 +24,18 @@ from typing import Any, TextIO
 
 import structlog
 
+from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load_prices
 from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
 from rightsizer.domain import Recommendation, VmInfo
-from rightsizer.inputs import InputError, load_inventory_with_as_of, load_metrics_csv, parse_timestamp
+from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem
+from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newest_sample, parse_timestamp
+from rightsizer.logs import configure_logging
 from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
+from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, ExportTargets, RunMetrics, export
 from rightsizer.settings import Settings, SettingsError, load_settings
 
 EXAMPLE_INVENTORY = "fleet-inventory.json"
@@ -77,6 +81,12 @@ class Inputs:
     now: float
     source: str
     gateway: Any = None
+    as_of_basis: str = "the current time"
+    """Why ``now`` is what it is: ``--now``, the inventory's ``as_of``, the newest sample, or the clock."""
+
+
+CLOCK_SKEW_S = 3600.0
+"""Samples dated more than this after the wall clock are refused (a clock or unit error)."""
 
 
 def _azure_gateway() -> Any:
@@ -93,12 +103,19 @@ def gather_inputs(
     gateway_factory: Callable[[], Any] = _azure_gateway,
     prometheus_factory: Callable[[str], Any] | None = None,
 ) -> Inputs:
-    now_arg = parse_timestamp(args.now) if args.now else None
+    """The VMs and their usage. Evaluation time: ``--now``; else the inventory's ``as_of``; else, for an
+    offline metrics file, its newest sample (so an old export works as it is); else the current time."""
+    max_bytes = _max_file_bytes(args)
+    try:
+        now_arg = parse_timestamp(args.now) if args.now else None
+    except ValueError:
+        accepted = "ISO 8601 (e.g. 2026-11-20T13:05:00Z) or epoch seconds"
+        raise UsageError(f"--now {args.now!r}: expected {accepted}") from None
     if args.metrics and not args.inventory and not settings.azure.subscriptions:
         raise UsageError("--metrics needs --inventory, or azure.subscriptions in --config for the VMs")
     gateway = None
     if args.inventory:
-        vms, as_of = load_inventory_with_as_of(Path(args.inventory))
+        vms, as_of = load_inventory_with_as_of(Path(args.inventory), max_bytes=max_bytes)
         source = f"inventory {args.inventory}"
     elif settings.azure.subscriptions:
         gateway = gateway_factory()
@@ -111,11 +128,21 @@ def gather_inputs(
         vms, as_of = load_inventory_with_as_of(_example_path(EXAMPLE_INVENTORY))
         source = "bundled example fleet (50 real Bitbrains VMs, see rightsizer/examples/DATA.md)"
         args.metrics = str(_example_path(EXAMPLE_METRICS))
-    now = now_arg if now_arg is not None else (as_of if as_of is not None else time.time())
     vms = in_shard(vms, parse_shard(args.shard) if args.shard else None)
+    wall_clock = time.time()
+    if now_arg is not None:
+        now, basis = now_arg, "--now"
+    elif as_of is not None:
+        now, basis = as_of, "the inventory's as_of"
+    else:
+        now, basis = wall_clock, "the current time"
     if args.metrics:
-        raw = load_metrics_csv(Path(args.metrics))
-        usage = usage_from_raw(raw, vms, settings.metrics, now)
+        raw = load_metrics_csv(Path(args.metrics), max_bytes=max_bytes)
+        if now_arg is None and as_of is None:
+            newest = newest_sample(raw, not_after=wall_clock + CLOCK_SKEW_S)
+            if newest is not None:
+                now, basis = newest, "the newest sample in the metrics file (--now to change)"
+        usage = usage_from_raw(raw, vms, settings.metrics, now, not_after=wall_clock + CLOCK_SKEW_S)
     elif settings.metrics.prometheus_url:
         if prometheus_factory is None:
             from prometheus_api_client import PrometheusConnect
@@ -126,7 +153,16 @@ def gather_inputs(
         usage = usage_from_prometheus(client, vms, settings.metrics, now)
     else:
         raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
-    return Inputs(vms, usage, now, source, gateway)
+    return Inputs(vms, usage, now, source, gateway, basis)
+
+
+def _max_file_bytes(args: argparse.Namespace) -> int:
+    mb = getattr(args, "max_file_mb", None)
+    if mb is None:
+        return DEFAULT_MAX_BYTES
+    if not 0 < mb <= 65536:
+        raise UsageError(f"--max-file-mb {mb:g}: expected a number of MiB in (0, 65536]")
+    return int(mb * 1024 * 1024)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,11 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--shard", help="i/n: only the VMs of shard i of n (stable hash of HA group or VM id)")
     rec.add_argument(
         "--now",
-        help="evaluate as of this time (ISO 8601 or epoch seconds); default: now, or the inventory's as_of",
+        help="evaluate as of this time (ISO 8601 or epoch seconds); default: the inventory's as_of, else the "
+        "newest sample of --metrics, else now",
+    )
+    rec.add_argument(
+        "--max-file-mb",
+        type=float,
+        help=f"refuse input files larger than this, after decompression (default {DEFAULT_MAX_BYTES // 1048576})",
     )
     rec.add_argument("--forecast", choices=("library", "seasonal-profile", "none"), help="override forecast.method")
     rec.add_argument("--refresh-prices", action="store_true", help="refresh prices from the Retail Prices API")
     rec.add_argument("--apply", action="store_true", help="act on auto/approved resizes (default: dry run)")
+    rec.add_argument("--group-by", metavar="TAG", help="also total the savings per value of this VM tag (chargeback)")
+    rec.add_argument("--pushgateway", metavar="URL", help="push the run's metrics here (job foresight-rightsizer)")
+    rec.add_argument("--pushgateway-timeout", type=float, metavar="SECONDS", help=f"default {DEFAULT_PUSH_TIMEOUT_S:g}")
+    rec.add_argument("--metrics-textfile", metavar="PATH", help="write the run's metrics for node-exporter (.prom)")
+    rec.add_argument(
+        "--audit-key-file", metavar="FILE", help="HMAC key for a keyed audit chain; default: $FORESIGHT_AUDIT_KEY"
+    )
     act_cli = _act_cli()
     if act_cli is not None:
         act_cli.register(sub)
@@ -162,42 +211,36 @@ def _act_cli() -> Any | None:
     return importlib.import_module("rightsizer.act.cli")
 
 
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is at the time of writing, not at configuration: a test harness (or a
-    daemon) that swaps stderr must not leave the loggers writing to a closed stream."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    import logging
-
-    levels = {
-        "debug": logging.DEBUG,
-        "info": logging.INFO,
-        "warning": logging.WARNING,
-        "error": logging.ERROR,
-    }
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(levels[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
-    )
-
-
 def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> int:
+    """One run; its metrics are exported (``--pushgateway``, ``--metrics-textfile``) when it completes."""
+    started = time.monotonic()
+    metrics = RunMetrics()
+    export_to = _export_targets(args)
+    code = _run_recommend(args, out, metrics, **factories)
+    metrics.run_duration.set(round(time.monotonic() - started, 3))
+    if code == 0:
+        metrics.last_success.set(time.time())
+    for problem in export(metrics, export_to):
+        structlog.get_logger("rightsizer").warning("metrics.export_failed", error=problem.message)
+        print(f"rightsizer: warning: {problem.message}", file=sys.stderr)
+        if code == 0:
+            code = problem.exit_code
+    return code
+
+
+def _export_targets(args: argparse.Namespace) -> ExportTargets:
+    try:
+        return ExportTargets.of(
+            pushgateway=getattr(args, "pushgateway", None),
+            textfile=getattr(args, "metrics_textfile", None),
+            shard=getattr(args, "shard", None),
+            timeout_s=getattr(args, "pushgateway_timeout", None),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, **factories: Any) -> int:
     log = structlog.get_logger("rightsizer")
     settings = load_settings(Path(args.config) if args.config else None)
     if args.forecast:
@@ -230,6 +273,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
         now=datetime.fromtimestamp(inputs.now, UTC).isoformat(),
     )
     recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now)
+    metrics.observe_recommendations(recs)
     for r in recs:
         log.bind(vm=r.vm.name, vm_id=r.vm.id).info(
             "vm.decision",
@@ -245,43 +289,75 @@ def run_recommend(args: argparse.Namespace, out: TextIO, **factories: Any) -> in
     mode = "dry run" if settings.dry_run else "APPLY"
     header = {
         "as_of": as_of,
+        "as_of_basis": inputs.as_of_basis,
         "mode": mode,
         "inputs": inputs.source,
         "prices": price_load.note,
         "price_origin": price_load.origin,
         "shard": args.shard,
     }
+    group_by = getattr(args, "group_by", None)
     if args.output == "json":
-        out.write(to_json(recs, header=header))
+        out.write(to_json(recs, header=header, group_by=group_by))
     elif args.output == "csv":
-        out.write(to_csv(recs))
+        out.write(to_csv(recs, as_of=f"{as_of} ({inputs.as_of_basis})", group_by=group_by))
     else:
-        lines = [f"rightsizer {mode} as of {as_of} - {inputs.source}", f"prices: {price_load.note}", ""]
-        out.write(to_table(recs, header_lines=lines))
-    _record_and_apply(recs, settings, inputs, log)
+        lines = [
+            f"rightsizer {mode} as of {as_of} - {inputs.source}",
+            f"prices: {price_load.note}",
+            f"evaluated as of {as_of}: {inputs.as_of_basis}",
+            "",
+        ]
+        out.write(to_table(recs, header_lines=lines, group_by=group_by))
+    _record_and_apply(recs, settings, inputs, log, metrics, audit_key_file=getattr(args, "audit_key_file", None))
     return 0
 
 
-def _record_and_apply(recs: Sequence[Recommendation], settings: Settings, inputs: Inputs, log: Any) -> None:
+def _record_and_apply(
+    recs: Sequence[Recommendation],
+    settings: Settings,
+    inputs: Inputs,
+    log: Any,
+    metrics: RunMetrics,
+    *,
+    audit_key_file: str | None = None,
+) -> None:
     if settings.audit_log is None and settings.dry_run:
         return
-    if importlib.util.find_spec("rightsizer.act.apply") is None:
-        if not settings.dry_run:
-            raise UsageError("--apply needs the acting side (rightsizer.act), which is not installed")
-        return
-    from rightsizer.act.apply import apply_recommendations, record_decisions
-    from rightsizer.audit import AuditLog
+    from rightsizer.act.alerts import Alerter
+    from rightsizer.act.apply import apply_recommendations, change_summaries, record_decisions
+    from rightsizer.audit import AuditLog, AuditLogError, load_audit_key
 
-    audit = AuditLog(settings.audit_log or "rightsizer-audit.jsonl")
-    if inputs.gateway is None:
-        record_decisions(recs, audit, dry_run=True)
-        return
-    results = apply_recommendations(recs, compute=inputs.gateway, settings=settings, audit=audit)
-    for result in results:
-        log.info("vm.action_result", result=repr(result))
+    try:
+        key = load_audit_key(audit_key_file)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    audit = AuditLog(settings.audit_log or "rightsizer-audit.jsonl", key=key)
+    try:
+        if inputs.gateway is None:
+            record_decisions(recs, audit, dry_run=True)
+        else:
+            alerter = Alerter(
+                webhook_url=settings.act.webhook_url, webhook_timeout_s=settings.act.webhook_timeout_s, metrics=metrics
+            )
+            results = apply_recommendations(
+                recs, compute=inputs.gateway, settings=settings, audit=audit, alerter=alerter
+            )
+            for result in results:
+                log.info("vm.action_result", result=repr(result))
+            metrics.observe_changes(change_summaries(recs, results))
+    except AuditLogError as error:
+        raise UsageError(str(error)) from None
+    head = audit.read_head()
+    if head is not None:
+        # Logged and exported so the head can be anchored outside the log (audit verify --expect-head HASH).
+        log.info("audit.head", audit_log=str(audit.path), seq=head.seq, hash=head.hash)
+        metrics.set_audit_head(head.hash)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, **factories: Any) -> int:
+    """The command line; ``factories`` (``gateway_factory``, ``prometheus_factory``) let tests point the
+    recommend command at fake services."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = {"recommend", *(_subcommand_names(parser))}
@@ -297,13 +373,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     stream = out or sys.stdout
     try:
         if args.command == "recommend":
-            return run_recommend(args, stream)
+            return run_recommend(args, stream, **factories)
         handler = getattr(args, "func", None) or getattr(args, "handler", None)
         if handler is None:
             parser.error(f"command {args.command!r} has no handler")
         result = handler(args)
         return int(result or 0)
-    except (UsageError, InputError, SettingsError, PriceDataError, CatalogueError) as exc:
+    except (UsageError, FileProblem, SettingsError, PriceDataError, CatalogueError) as exc:
+        print(f"rightsizer: error: {exc}", file=sys.stderr)
+        return 2
+    except TransientAzureError as exc:
+        print(f"rightsizer: error: Azure unreachable: {exc}", file=sys.stderr)
+        return 3
+    except AzureError as exc:
         print(f"rightsizer: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,35 +7,40 @@ strings) and optionally ``group``, ``scale_set``, ``zone``, ``data_disks``, ``ni
 
 Metrics: CSV with header ``vm,timestamp,cpu_percent,memory_percent``; ``vm`` matches the inventory's ``name``
 or ``id``; ``timestamp`` ISO 8601 (with zone, or UTC assumed) or epoch seconds; percentages in [0, 100]
-(a little above 100 is accepted, real counters overshoot); ``memory_percent`` may be empty.
+(see :mod:`rightsizer.samples` for the rules on overshoot and duplicates); ``memory_percent`` may be empty.
+
+A problem with the file as a whole (unreadable, too big, corrupt gzip, not UTF-8, no header, a malformed row) is
+an :class:`InputError` or :class:`~rightsizer.files.FileProblem`; a bad value in one VM's rows is that VM's
+problem (``RawUsage.problems``), so only that VM is skipped.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from rightsizer.domain import PowerState, Priority, VmInfo
+from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem, load_json, quote_prefix, read_bytes
 from rightsizer.prices import normalise_size_name
 
 FloatArray = npt.NDArray[np.float64]
 
 METRICS_COLUMNS = ("vm", "timestamp", "cpu_percent", "memory_percent")
-MAX_PERCENT = 150.0
+MAX_FIELD_CHARS = 1024
+"""A metrics field longer than this (a VM name, a number, a timestamp) means the file is not what it claims."""
+MAX_PROBLEMS_PER_VM = 5
 
 
-class InputError(ValueError):
+class InputError(FileProblem):
     """Bad offline input; the message names the file, the row or VM, the field and the accepted form."""
 
 
@@ -47,12 +52,8 @@ class RawUsage:
     timestamps: FloatArray
     cpu_percent: FloatArray
     memory_percent: FloatArray
-
-
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+    problems: tuple[str, ...] = ()
+    """Bad values found in this VM's rows (each names its row); the VM is skipped with the first."""
 
 
 # --- inventory -----------------------------------------------------------------------------------------
@@ -136,22 +137,18 @@ def load_inventory(path: Path) -> list[VmInfo]:
     return load_inventory_with_as_of(path)[0]
 
 
-def load_inventory_with_as_of(path: Path) -> tuple[list[VmInfo], float | None]:
+def load_inventory_with_as_of(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list[VmInfo], float | None]:
     """The VMs and, when the file is ``{"as_of": ISO 8601, "vms": [...]}``, the time its data end (the
     example fleet's metrics are from 2013, so its evaluation time is part of the file)."""
-    try:
-        with _open_text(path) as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise InputError(f"cannot read inventory {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    doc = load_json(path, "inventory", max_bytes=max_bytes)
     as_of: float | None = None
     if isinstance(doc, Mapping) and doc.get("as_of") is not None:
         try:
             as_of = parse_timestamp(str(doc["as_of"]))
         except ValueError:
-            raise InputError(f"{path}: 'as_of'={doc['as_of']!r} is not ISO 8601 or epoch seconds") from None
+            raise InputError(
+                f"{path}: 'as_of'={quote_prefix(str(doc['as_of']))} is not ISO 8601 or epoch seconds"
+            ) from None
     return parse_inventory(doc, source=str(path)), as_of
 
 
@@ -161,6 +158,8 @@ def load_inventory_with_as_of(path: Path) -> tuple[list[VmInfo], float | None]:
 def parse_timestamp(text: str) -> float:
     """Epoch seconds from ``1372637004``/``1372637004.5`` or ISO 8601 (naive = UTC); ValueError otherwise."""
     t = text.strip()
+    if not t.isascii() or "_" in t:
+        raise ValueError(f"{quote_prefix(t)} is not an ASCII timestamp")
     try:
         value = float(t)
     except ValueError:
@@ -175,52 +174,81 @@ def parse_timestamp(text: str) -> float:
     return dt.timestamp()
 
 
-def _percent(text: str, *, row: int, column: str, source: str, allow_empty: bool) -> float:
+def _percent(text: str, *, row: int, column: str, source: str, allow_empty: bool) -> tuple[float, str | None]:
+    """The value (NaN when empty and allowed) and, for a cell that is not a number, the problem naming the row.
+    The range is checked later, per VM, by :func:`rightsizer.samples.clean_samples`."""
     t = text.strip()
     if not t:
         if allow_empty:
-            return math.nan
-        raise InputError(f"{source} row {row}: '{column}' is empty; expected a percentage 0-100")
+            return math.nan, None
+        return math.nan, f"{source} row {row}: '{column}' is empty; expected a percentage 0-100"
     try:
         v = float(t)
     except ValueError:
-        raise InputError(f"{source} row {row}: '{column}'={t!r} is not a number; expected a percentage 0-100") from None
-    if not math.isfinite(v) or v < 0 or v > MAX_PERCENT:
-        raise InputError(f"{source} row {row}: '{column}'={t} outside 0-{MAX_PERCENT:.0f} percent")
-    return v
+        v = math.nan
+    if not math.isfinite(v) or not t.isascii() or "_" in t:
+        shown = quote_prefix(t)
+        return math.nan, f"{source} row {row}: '{column}'={shown} is not a number; expected a percentage 0-100"
+    return v, None
 
 
 def parse_metrics_rows(rows: Iterable[list[str]], *, source: str = "metrics") -> dict[str, RawUsage]:
+    """Samples per VM name. A malformed row (fields missing, no VM, a field longer than
+    :data:`MAX_FIELD_CHARS`) refuses the file; a bad value is recorded against its VM only."""
     it = iter(rows)
-    header = next(it, None)
+    try:
+        header = next(it, None)
+    except csv.Error as exc:
+        raise InputError(f"{source} row 1: not CSV ({exc})") from None
     if header is None:
         raise InputError(f"{source}: empty file; expected header {','.join(METRICS_COLUMNS)}")
     cols = [h.strip().lower() for h in header]
     missing = [c for c in METRICS_COLUMNS if c not in cols]
     if missing:
-        raise InputError(
-            f"{source}: header {','.join(cols)} lacks {', '.join(missing)}; expected {','.join(METRICS_COLUMNS)}"
-        )
+        shown = quote_prefix(",".join(cols), 120)
+        raise InputError(f"{source}: header {shown} lacks {', '.join(missing)}; expected {','.join(METRICS_COLUMNS)}")
     idx = {c: cols.index(c) for c in METRICS_COLUMNS}
-    per_vm: dict[str, tuple[list[float], list[float], list[float]]] = {}
-    for row_no, row in enumerate(it, start=2):
+    per_vm: dict[str, tuple[list[float], list[float], list[float], list[str]]] = {}
+    row_no = 1
+    while True:
+        try:
+            row = next(it)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise InputError(f"{source} row {row_no + 1}: not CSV ({exc})") from None
+        row_no += 1
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) < len(cols):
             raise InputError(f"{source} row {row_no}: {len(row)} fields, expected {len(cols)} ({','.join(cols)})")
+        longest = max(len(c) for c in row)
+        if longest > MAX_FIELD_CHARS:
+            raise InputError(
+                f"{source} row {row_no}: a field of {longest} characters (at most {MAX_FIELD_CHARS} accepted)"
+            )
         vm = row[idx["vm"]].strip()
         if not vm:
             raise InputError(f"{source} row {row_no}: 'vm' is empty")
+        t_list, c_list, m_list, problems = per_vm.setdefault(vm, ([], [], [], []))
         try:
             ts = parse_timestamp(row[idx["timestamp"]])
         except ValueError:
-            raise InputError(
-                f"{source} row {row_no}: 'timestamp'={row[idx['timestamp']]!r} is neither epoch seconds nor "
-                "ISO 8601 (e.g. 2026-11-20T13:05:00Z)"
-            ) from None
-        cpu = _percent(row[idx["cpu_percent"]], row=row_no, column="cpu_percent", source=source, allow_empty=False)
-        mem = _percent(row[idx["memory_percent"]], row=row_no, column="memory_percent", source=source, allow_empty=True)
-        t_list, c_list, m_list = per_vm.setdefault(vm, ([], [], []))
+            ts = math.nan
+            if len(problems) < MAX_PROBLEMS_PER_VM:
+                problems.append(
+                    f"{source} row {row_no}: 'timestamp'={quote_prefix(row[idx['timestamp']])} is neither epoch "
+                    "seconds nor ISO 8601 (e.g. 2026-11-20T13:05:00Z)"
+                )
+        cpu, cpu_problem = _percent(
+            row[idx["cpu_percent"]], row=row_no, column="cpu_percent", source=source, allow_empty=False
+        )
+        mem, mem_problem = _percent(
+            row[idx["memory_percent"]], row=row_no, column="memory_percent", source=source, allow_empty=True
+        )
+        for problem in (cpu_problem, mem_problem):
+            if problem is not None and len(problems) < MAX_PROBLEMS_PER_VM:
+                problems.append(problem)
         t_list.append(ts)
         c_list.append(cpu)
         m_list.append(mem)
@@ -230,31 +258,42 @@ def parse_metrics_rows(rows: Iterable[list[str]], *, source: str = "metrics") ->
             np.asarray(t, dtype=np.float64),
             np.asarray(c, dtype=np.float64),
             np.asarray(m, dtype=np.float64),
+            tuple(problems),
         )
-        for vm, (t, c, m) in per_vm.items()
+        for vm, (t, c, m, problems) in per_vm.items()
     }
 
 
-def load_metrics_csv(path: Path) -> dict[str, RawUsage]:
-    """Read a metrics CSV: pandas' C parser for well-formed files, and a row-by-row pass (which names the bad
-    row and field) whenever anything looks wrong."""
+def load_metrics_csv(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, RawUsage]:
+    """Read a metrics CSV (bounded and UTF-8-checked, see :mod:`rightsizer.files`): pandas' C parser for
+    well-formed files, and a row-by-row pass (which names the bad row and field) whenever anything looks wrong.
+    Only the file's bytes are held, never a decoded copy of the whole text."""
+    data = read_bytes(path, "metrics", max_bytes=max_bytes, utf8=True)
     try:
-        fast = _load_metrics_fast(path)
-    except (OSError, ValueError, KeyError, TypeError):
+        fast = _load_metrics_fast(data)
+    except (ValueError, KeyError, TypeError, OverflowError):
         fast = None
     if fast is not None:
         return fast
-    try:
-        with _open_text(path) as fh:
-            return parse_metrics_rows(csv.reader(fh), source=str(path))
-    except OSError as exc:
-        raise InputError(f"cannot read metrics {path}: {exc}") from exc
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+    return parse_metrics_rows(csv.reader(text), source=str(path))
 
 
-def _load_metrics_fast(path: Path) -> dict[str, RawUsage] | None:
+def newest_sample(raw: Mapping[str, RawUsage], *, not_after: float = math.inf) -> float | None:
+    """The latest timestamp in the file not after ``not_after`` (the default evaluation time of an offline run;
+    samples dated in the future are their VM's problem, they do not move everyone's evaluation time)."""
+    latest: float | None = None
+    for r in raw.values():
+        ts = r.timestamps[np.isfinite(r.timestamps) & (r.timestamps <= not_after)]
+        if len(ts):
+            latest = max(float(ts.max()), latest if latest is not None else -math.inf)
+    return latest
+
+
+def _load_metrics_fast(data: bytes) -> dict[str, RawUsage] | None:
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"vm": str}, skipinitialspace=True)
+    frame = pd.read_csv(io.BytesIO(data), dtype={"vm": str}, skipinitialspace=True, encoding="utf-8")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     if any(c not in frame.columns for c in METRICS_COLUMNS) or frame["vm"].isna().any() or len(frame) == 0:
         return None
@@ -270,19 +309,14 @@ def _load_metrics_fast(path: Path) -> dict[str, RawUsage] | None:
         return None
     cpu_v = cpu.to_numpy(dtype=np.float64)
     mem_v = mem.to_numpy(dtype=np.float64)
-    finite_mem = mem_v[np.isfinite(mem_v)]
-    if (
-        not np.all(np.isfinite(ts))
-        or ts.max() > 32_503_680_000.0
-        or not np.all(np.isfinite(cpu_v))
-        or cpu_v.min() < 0
-        or cpu_v.max() > MAX_PERCENT
-        or (len(finite_mem) and (finite_mem.min() < 0 or finite_mem.max() > MAX_PERCENT))
-    ):
+    # Anything odd goes to the row-by-row pass, which names the row.
+    if not np.all(np.isfinite(ts)) or ts.max() > 32_503_680_000.0 or not np.all(np.isfinite(cpu_v)):
+        return None
+    if np.any(np.isinf(mem_v)):
         return None
     codes, uniques = pd.factorize(frame["vm"])
     names = [str(u).strip() for u in uniques]
-    if any(not n for n in names) or len(set(names)) != len(names):
+    if any(not n or len(n) > MAX_FIELD_CHARS for n in names) or len(set(names)) != len(names):
         return None
     order = np.argsort(codes, kind="stable")
     bounds = np.flatnonzero(np.diff(codes[order])) + 1

@@ -13,9 +13,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from forecasting.series import PreparationPolicy, PreparedSeries, format_duration, format_instant, prepare
+from forecasting.series import (
+    PreparationPolicy,
+    PreparedSeries,
+    SeriesRefused,
+    format_duration,
+    format_instant,
+    prepare,
+)
 from rightsizer.domain import VmInfo
 from rightsizer.inputs import FloatArray, RawUsage
+from rightsizer.samples import RefusedSamples, clean_samples
 from rightsizer.settings import DAY_S, MetricsSettings
 
 
@@ -27,6 +35,8 @@ class VmUsage:
     memory: PreparedSeries | None
     """Memory percent; None when not measured well enough to size on (see ``memory_note``)."""
     memory_note: str = ""
+    data_note: str = ""
+    """Repairs made to the raw samples by :mod:`rightsizer.samples` (e.g. duplicates merged), for the row."""
 
     @property
     def completeness(self) -> float:
@@ -88,37 +98,86 @@ def usage_from_samples(
     memory_percent: FloatArray | None,
     settings: MetricsSettings,
     now: float,
+    *,
+    not_after: float | None = None,
+    problems: tuple[str, ...] = (),
 ) -> Usage:
-    """Grid and check one VM's samples; memory that is missing or incomplete becomes unknown, not zero."""
-    if len(timestamps) == 0:
+    """Check, grid and judge one VM's samples; memory that is missing or incomplete becomes unknown, not zero.
+    Whatever is wrong with the samples becomes this VM's ``NoUsage`` reason, never an exception."""
+    if len(timestamps) == 0 and not problems:
         return NoUsage(vm, f"no metrics for this VM in the last {settings.lookback_days:g} days")
-    cpu = _grid(timestamps, cpu_percent, settings, now)
+    memory_raw = memory_percent if memory_percent is not None else np.full(len(timestamps), np.nan)
+    cleaned = clean_samples(timestamps, cpu_percent, memory_raw, not_after=not_after, problems=problems)
+    if isinstance(cleaned, RefusedSamples):
+        return NoUsage(vm, f"bad metrics: {cleaned.reason}")
+    data_note = "; ".join(cleaned.notes)
+    try:
+        cpu = _grid(cleaned.timestamps, cleaned.cpu_percent, settings, now)
+    except SeriesRefused:
+        newest = format_instant(float(cleaned.timestamps.max()))
+        return NoUsage(
+            vm,
+            f"no CPU data in the {settings.lookback_days:g} days before {format_instant(now)} "
+            f"(this VM's samples end {newest})",
+        )
     problem = _problem(cpu, "CPU", settings)
     if problem is not None:
         return NoUsage(vm, problem)
     memory: PreparedSeries | None = None
     note = "memory not measured"
-    if memory_percent is not None and np.any(np.isfinite(memory_percent)):
-        mem = _grid(timestamps, memory_percent, settings, now)
-        mem_problem = _problem(mem, "memory", settings)
-        if mem_problem is None:
-            memory, note = mem, ""
+    if memory_percent is not None and np.any(np.isfinite(cleaned.memory_percent)):
+        try:
+            mem = _grid(cleaned.timestamps, cleaned.memory_percent, settings, now)
+        except SeriesRefused:
+            note = f"memory unknown: no memory data in the last {settings.lookback_days:g} days"
         else:
-            note = mem_problem.replace("not enough data: ", "memory unknown: ")
-    return VmUsage(vm, cpu, memory, note)
+            mem_problem = _problem(mem, "memory", settings)
+            if mem_problem is None:
+                memory, note = mem, ""
+            else:
+                note = mem_problem.replace("not enough data: ", "memory unknown: ")
+    return VmUsage(vm, cpu, memory, note, data_note)
 
 
 def usage_from_raw(
-    raw: Mapping[str, RawUsage], vms: Iterable[VmInfo], settings: MetricsSettings, now: float
+    raw: Mapping[str, RawUsage],
+    vms: Iterable[VmInfo],
+    settings: MetricsSettings,
+    now: float,
+    *,
+    not_after: float | None = None,
 ) -> dict[str, Usage]:
-    """Usage per VM id; CSV rows are matched to a VM by its name or id."""
+    """Usage per VM id; CSV rows are matched to a VM by its id, or by its name when no other VM in the
+    inventory has that name (a name shared by several VMs is ambiguous: those VMs need rows keyed by id)."""
+    vm_list = list(vms)
+    name_count: dict[str, int] = {}
+    for vm in vm_list:
+        name_count[vm.name] = name_count.get(vm.name, 0) + 1
     out: dict[str, Usage] = {}
-    for vm in vms:
-        r = raw.get(vm.name) or raw.get(vm.id)
+    for vm in vm_list:
+        r = raw.get(vm.id)
+        if r is None and vm.name in raw:
+            if name_count[vm.name] > 1:
+                out[vm.id] = NoUsage(
+                    vm.id,
+                    f"name {vm.name!r} is shared by {name_count[vm.name]} VMs in the inventory and the metrics file "
+                    "has rows for that name only: ambiguous, key this VM's rows by its resource id",
+                )
+                continue
+            r = raw[vm.name]
         if r is None:
             out[vm.id] = NoUsage(vm.id, "no metrics for this VM in the metrics file")
             continue
-        out[vm.id] = usage_from_samples(vm.id, r.timestamps, r.cpu_percent, r.memory_percent, settings, now)
+        out[vm.id] = usage_from_samples(
+            vm.id,
+            r.timestamps,
+            r.cpu_percent,
+            r.memory_percent,
+            settings,
+            now,
+            not_after=not_after,
+            problems=r.problems,
+        )
     return out
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rightsizer.domain import Action, Decision, Recommendation
+from rightsizer.tags import UNTAGGED, group_of
 
 PRICING_NOTE = "monthly = hourly x 730 at Azure retail pay-as-you-go prices (USD)"
 FIELDS = (
@@ -72,6 +73,14 @@ def totals(recs: Sequence[Recommendation]) -> Totals:
     )
 
 
+def totals_by_group(recs: Sequence[Recommendation], tag: str) -> list[tuple[str, Totals]]:
+    """Totals per value of ``tag`` (chargeback), tagged groups by name, untagged VMs last in their own group."""
+    groups: dict[str, list[Recommendation]] = {}
+    for rec in recs:
+        groups.setdefault(group_of(rec.vm.tags, tag), []).append(rec)
+    return [(name, totals(groups[name])) for name in sorted(groups, key=lambda g: (g == UNTAGGED, g))]
+
+
 def row(rec: Recommendation) -> dict[str, Any]:
     return {
         "vm": rec.vm.name,
@@ -85,7 +94,9 @@ def row(rec: Recommendation) -> dict[str, Any]:
     }
 
 
-def to_json(recs: Sequence[Recommendation], *, header: dict[str, Any] | None = None) -> str:
+def to_json(
+    recs: Sequence[Recommendation], *, header: dict[str, Any] | None = None, group_by: str | None = None
+) -> str:
     doc: dict[str, Any] = dict(header or {})
     doc["pricing"] = PRICING_NOTE
     doc["recommendations"] = [
@@ -101,10 +112,15 @@ def to_json(recs: Sequence[Recommendation], *, header: dict[str, Any] | None = N
         for r in recs
     ]
     doc["totals"] = totals(recs).as_dict()
+    if group_by:
+        doc["totals_by_group"] = {
+            "tag": group_by,
+            "groups": [{"group": name, **t.as_dict()} for name, t in totals_by_group(recs, group_by)],
+        }
     return json.dumps(doc, indent=2) + "\n"
 
 
-def to_csv(recs: Sequence[Recommendation]) -> str:
+def to_csv(recs: Sequence[Recommendation], *, as_of: str | None = None, group_by: str | None = None) -> str:
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     w.writeheader()
@@ -121,10 +137,23 @@ def to_csv(recs: Sequence[Recommendation]) -> str:
             "monthly_savings_usd": round(t.recommended_monthly_savings_usd, 2),
             "confidence": "",
             "decision": " ".join(f"{k}={v}" for k, v in t.by_decision.items()),
-            "reason": f"applicable now ${t.applicable_monthly_savings_usd:,.2f}/month; "
+            "reason": (f"as of {as_of}; " if as_of else "")
+            + f"applicable now ${t.applicable_monthly_savings_usd:,.2f}/month; "
             f"awaiting approval ${t.pending_approval_monthly_savings_usd:,.2f}/month; {PRICING_NOTE}",
         }
     )
+    for name, g in totals_by_group(recs, group_by) if group_by else ():
+        w.writerow(
+            {
+                "vm": f"TOTAL {group_by}={name}",
+                "current_size": f"{g.vms} VMs",
+                "action": " ".join(f"{k}={v}" for k, v in g.by_action.items()),
+                "monthly_savings_usd": round(g.recommended_monthly_savings_usd, 2),
+                "decision": " ".join(f"{k}={v}" for k, v in g.by_decision.items()),
+                "reason": f"applicable now ${g.applicable_monthly_savings_usd:,.2f}/month; "
+                f"awaiting approval ${g.pending_approval_monthly_savings_usd:,.2f}/month",
+            }
+        )
     return out.getvalue()
 
 
@@ -132,7 +161,13 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def to_table(recs: Sequence[Recommendation], *, header_lines: Sequence[str] = (), reason_width: int = 90) -> str:
+def to_table(
+    recs: Sequence[Recommendation],
+    *,
+    header_lines: Sequence[str] = (),
+    reason_width: int = 90,
+    group_by: str | None = None,
+) -> str:
     cols = ("VM", "CURRENT", "TARGET", "ACTION", "SAVINGS/MO", "CONF", "DECISION", "REASON")
     rows = [
         (
@@ -166,4 +201,26 @@ def to_table(recs: Sequence[Recommendation], *, header_lines: Sequence[str] = ()
         + f" | all recommendations ${t.recommended_monthly_savings_usd:,.2f}/month"
     )
     lines.append(f"({PRICING_NOTE})")
+    if group_by:
+        lines += ["", f"By tag {group_by!r} (VMs without it: {UNTAGGED}):", _group_table(group_by, recs)]
     return "\n".join(lines) + "\n"
+
+
+def _group_table(tag: str, recs: Sequence[Recommendation]) -> str:
+    cols = (tag.upper(), "VMS", "APPLICABLE/MO", "AWAITING APPROVAL/MO", "ALL RECOMMENDED/MO")
+    rows = [
+        (
+            name,
+            str(g.vms),
+            f"${g.applicable_monthly_savings_usd:,.2f}",
+            f"${g.pending_approval_monthly_savings_usd:,.2f}",
+            f"${g.recommended_monthly_savings_usd:,.2f}",
+        )
+        for name, g in totals_by_group(recs, tag)
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+
+    def fmt(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(values)).rstrip()
+
+    return "\n".join([fmt(cols), *(fmt(r) for r in rows)])

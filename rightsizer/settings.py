@@ -14,6 +14,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from rightsizer.act.settings import ActSettings
+
 DAY_S = 86_400.0
 
 DEFAULT_CPU_QUERY = '100 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle",instance="{vm}"}}[5m])) * 100'
@@ -120,8 +122,8 @@ class Settings:
     prices: PriceSettings = field(default_factory=PriceSettings)
     azure: AzureSettings = field(default_factory=AzureSettings)
     audit_log: str | None = None
-    act: Any = field(default_factory=lambda: _act_settings({}))
-    """The act side's ``rightsizer.act.settings.ActSettings`` (section ``act:`` of the file)."""
+    act: ActSettings = field(default_factory=ActSettings)
+    """The acting side's settings (section ``act:`` of the file; its module owns the fields and their checks)."""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -202,12 +204,7 @@ def settings_from_mapping(doc: Mapping[str, Any]) -> Settings:
     return settings
 
 
-def _act_settings(value: Any) -> Any:
-    """The act side's settings object (it owns the fields and their checks); None if it is not installed."""
-    try:
-        from rightsizer.act.settings import ActSettings
-    except ImportError:
-        return None
+def _act_settings(value: Any) -> ActSettings:
     try:
         return ActSettings.from_mapping(value or {})
     except ValueError as exc:

@@ -85,10 +85,19 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+KEEP_GRPC_PORT = 9090
+KEEP_HTTP_PORT = 8080
+
+
+def _python() -> str:
+    """This interpreter (the virtualenv's), so the printed commands work outside an activated venv."""
+    return shlex.quote(sys.executable or "python3")
+
+
 def _query_command(port: int, obj: DemoObject) -> str:
     pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in obj.metadata.items())
     return (
-        f"python -m scaler_service query --address 127.0.0.1:{port} --namespace {NAMESPACE} "
+        f"{_python()} -m scaler_service query --address 127.0.0.1:{port} --namespace {NAMESPACE} "
         f"--name {obj.name} --metadata {pairs}"
     )
 
@@ -198,16 +207,22 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         print("\nWhy:", file=out)
         print("\n".join(reasons), file=out)
-        print(
-            f"\nForecast curves and history as JSON: http://127.0.0.1:{server.http_port}/forecast ; "
-            f"metrics: http://127.0.0.1:{server.http_port}/metrics",
-            file=out,
-        )
         if args.keep_running:
+            base = f"http://127.0.0.1:{server.http_port}"
+            print(f"\nLive view in a browser: {base}/  (JSON: {base}/forecast ; metrics: {base}/metrics)", file=out)
             print("\nQuery it by hand, exactly as KEDA does (Ctrl-C stops the demo):", file=out)
+            print(f"  {_query_command(server.grpc_port, OBJECTS[0])}", file=out, flush=True)
         else:
-            print("\nTo query it by hand, rerun with --keep-running, then:", file=out)
-        print(f"  {_query_command(server.grpc_port, OBJECTS[0])}", file=out, flush=True)
+            # The server stops with this command: print no address that is dead a second later.
+            print(
+                "\nTo see it in a browser and query it by hand, keep it running on fixed ports:\n"
+                f"  {_python()} -m scaler_service demo --keep-running --grpc-port {KEEP_GRPC_PORT} "
+                f"--http-port {KEEP_HTTP_PORT}\n"
+                f"then open http://127.0.0.1:{KEEP_HTTP_PORT}/ and run:\n"
+                f"  {_query_command(KEEP_GRPC_PORT, OBJECTS[0])}",
+                file=out,
+                flush=True,
+            )
         if args.keep_running:
             received: list[int] = []
 

@@ -58,6 +58,8 @@ RECENT_PEAK_WINDOW_S = 1800.0
 RECENT_SPAN_S = 7200.0
 """Recent observations kept per series (anchoring needs 1 h; /forecast shows 2 h)."""
 MAX_RECENT_POINTS = 720
+MAX_COMPARED_PER_WINDOW = 20
+"""Forecast-vs-actual pairs kept per live window (a sample of the window on querySteps finer than 30 s)."""
 BREAKER_OPEN_RATIO = 1.2
 """The breaker opens when latency exceeds the SLO by 20 % and closes when it is back under the SLO."""
 REFIT_REQUEST_COOLDOWN_S = 900.0
@@ -626,8 +628,16 @@ class SeriesEngine:
             return 1.0
         return factor if math.isfinite(factor) and factor > 0 else 1.0
 
+    def _compare_stride(self, series: _Series) -> int:
+        """Grid points per comparison cell: 1, except on fine steps, where a live window would otherwise hold
+        hundreds of pairs per series (600 at queryStep 1s) and the comparisons thousands."""
+        raw = window_steps(self._settings.live_window_s, series.key.step_s)
+        return max(1, math.ceil(raw / MAX_COMPARED_PER_WINDOW))
+
     def _window_steps(self, series: _Series) -> int:
-        return window_steps(self._settings.live_window_s, series.key.step_s)
+        """Comparison cells per live window."""
+        raw = window_steps(self._settings.live_window_s, series.key.step_s)
+        return max(1, raw // self._compare_stride(series))
 
     def _compare(self, series: _Series, model: ServingModel | None, factor: float, bucket: int, actual: float) -> None:
         if model is None or not math.isfinite(actual):
@@ -639,8 +649,9 @@ class SeriesEngine:
         predicted = float(curve.point[i]) * factor
         if not math.isfinite(predicted):
             return
-        series.compared[bucket] = (predicted, actual)
-        keep_from = bucket - (LIVE_WINDOWS + 1) * self._window_steps(series)
+        cell = bucket // self._compare_stride(series)
+        series.compared[cell] = (predicted, actual)  # on fine steps: the newest pair of each cell
+        keep_from = cell - (LIVE_WINDOWS + 1) * self._window_steps(series)
         if min(series.compared) < keep_from:
             series.compared = {b: v for b, v in series.compared.items() if b >= keep_from}
 
@@ -650,7 +661,7 @@ class SeriesEngine:
         series.compared = {}
         if model is None:
             return
-        for i in sorted(series.obs)[-(LIVE_WINDOWS + 1) * self._window_steps(series) :]:
+        for i in sorted(series.obs)[-(LIVE_WINDOWS + 1) * self._window_steps(series) * self._compare_stride(series) :]:
             self._compare(series, model, factor, i, series.obs[i])
 
     def _live(self, series: _Series) -> LiveAccuracy:

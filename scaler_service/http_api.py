@@ -1,25 +1,32 @@
-"""The HTTP side port: /metrics (Prometheus text), /forecast (JSON per ScaledObject), /healthz."""
+"""The routes of the HTTP side port: /metrics (Prometheus text), /forecast (JSON per ScaledObject), /healthz.
+
+``/forecast`` is filtered (``namespace``, ``name``) and paginated: ``limit`` (default 50, at most 500) items
+per page in (namespace, name, metric) order, and ``next``, a cursor to pass as ``cursor`` for the following
+page (null on the last one), so its size and time are bounded however many ScaledObjects there are.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlencode
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scaler_service.decision import ServedValue
 from scaler_service.engine import SeriesEngine, Subscription
+from scaler_service.fit_resolution import DEFAULT_MAX_POINTS_PER_FIT, FitTooCoarse, fit_resolution
+from scaler_service.http_server import Request, Response, Routes, text
 from scaler_service.trigger import format_duration
+from scaler_service.web import page as web_page
 
-log = structlog.get_logger(__name__)
-
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
 HISTORY_SHOWN_S = 7200.0
 CURVE_BEFORE_S = 3600.0
 CURVE_AFTER_S = 3 * 3600.0
@@ -33,6 +40,69 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+class BadRequest(ValueError):
+    """A query parameter is not what it should be (the message says what is accepted)."""
+
+
+def _sort_key(sub: Subscription) -> tuple[str, str, str]:
+    return (sub.key.namespace, sub.key.name, sub.key.metric)
+
+
+def encode_cursor(key: tuple[str, str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str, str]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise BadRequest("cursor: not a cursor returned as `next` by /forecast") from None
+    if not (isinstance(raw, list) and len(raw) == 3 and all(isinstance(x, str) for x in raw)):
+        raise BadRequest("cursor: not a cursor returned as `next` by /forecast")
+    return raw[0], raw[1], raw[2]
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= MAX_PAGE:
+        raise BadRequest(f"limit: must be a whole number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def forecast_page(
+    engine: SeriesEngine,
+    cache: StatusView,
+    *,
+    now: float,
+    namespace: str | None = None,
+    name: str | None = None,
+    limit: int = DEFAULT_PAGE,
+    after: tuple[str, str, str] | None = None,
+    max_points_per_fit: int = DEFAULT_MAX_POINTS_PER_FIT,
+) -> dict[str, Any]:
+    """One page of :func:`forecast_view`: ``scaledObjects``, ``total`` (matching the filter), ``next``."""
+    matching = sorted(
+        (
+            s
+            for s in engine.subscriptions()
+            if (namespace is None or s.key.namespace == namespace) and (name is None or s.key.name == name)
+        ),
+        key=_sort_key,
+    )
+    start = 0
+    if after is not None:
+        start = next((i for i, s in enumerate(matching) if _sort_key(s) > after), len(matching))
+    page = matching[start : start + limit]
+    more = start + limit < len(matching)
+    return {
+        "scaledObjects": [_one(engine, cache, sub, now, max_points_per_fit) for sub in page],
+        "total": len(matching),
+        "limit": limit,
+        "next": encode_cursor(_sort_key(page[-1])) if more and page else None,
+    }
+
+
 def forecast_view(
     engine: SeriesEngine,
     cache: StatusView,
@@ -40,19 +110,34 @@ def forecast_view(
     now: float,
     namespace: str | None = None,
     name: str | None = None,
+    max_points_per_fit: int = DEFAULT_MAX_POINTS_PER_FIT,
 ) -> list[dict[str, Any]]:
-    """One JSON object per ScaledObject trigger: recent history, curve, model, confidence and the why."""
-    out: list[dict[str, Any]] = []
-    for sub in sorted(engine.subscriptions(), key=lambda s: (s.key.namespace, s.key.name, s.key.metric)):
-        if namespace is not None and sub.key.namespace != namespace:
-            continue
-        if name is not None and sub.key.name != name:
-            continue
-        out.append(_one(engine, cache, sub, now))
-    return out
+    """One JSON object per ScaledObject trigger: recent history, curve, model, confidence and the why (all of
+    them: for code in the process; the HTTP route serves pages of it)."""
+    return [
+        _one(engine, cache, sub, now, max_points_per_fit)
+        for sub in sorted(engine.subscriptions(), key=_sort_key)
+        if (namespace is None or sub.key.namespace == namespace) and (name is None or sub.key.name == name)
+    ]
 
 
-def _one(engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float) -> dict[str, Any]:
+def _fit_view(history_s: float, step_s: float, max_points: int) -> dict[str, Any]:
+    try:
+        r = fit_resolution(history_s, step_s, max_points)
+    except FitTooCoarse as exc:
+        return {"refused": str(exc)}
+    view: dict[str, Any] = {"step": format_duration(r.step_s), "points": r.points, "coarsened": r.coarsened}
+    if r.coarsened:
+        view["why"] = (
+            f"history read every {format_duration(r.step_s)} instead of every queryStep "
+            f"to stay within {max_points} points per fit"
+        )
+    return view
+
+
+def _one(
+    engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float, max_points_per_fit: int
+) -> dict[str, Any]:
     spec = sub.spec
     key = spec.series_key
     snap = engine.snapshot_for(key)
@@ -68,6 +153,7 @@ def _one(engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float)
         "activation_threshold": spec.activation_threshold,
         "predict_horizon": format_duration(spec.predict_horizon_s),
         "query_step": format_duration(spec.query_step_s),
+        "fit": _fit_view(spec.history_window_s, spec.query_step_s, max_points_per_fit),
     }
     decision = engine.preview(sub)
     if isinstance(decision, ServedValue):
@@ -156,75 +242,57 @@ def _one(engine: SeriesEngine, cache: StatusView, sub: Subscription, now: float)
     return doc
 
 
-class HttpServer:
-    """A stdlib threading HTTP server in a background thread."""
+def api_routes(
+    *,
+    registry: CollectorRegistry,
+    engine: SeriesEngine,
+    cache: StatusView,
+    healthy: Callable[[], bool],
+    clock: Callable[[], float] = time.time,
+    max_points_per_fit: int = DEFAULT_MAX_POINTS_PER_FIT,
+) -> dict[str, Callable[[Request], Response]]:
+    """The side port's routes (see :mod:`scaler_service.http_server` for the table's form)."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        registry: CollectorRegistry,
-        engine: SeriesEngine,
-        cache: StatusView,
-        healthy: Callable[[], bool],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        registry_ = registry
-        engine_ = engine
-        cache_ = cache
+    def metrics(_: Request) -> Response:
+        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+    def healthz(_: Request) -> Response:
+        ok = healthy()
+        return text(200 if ok else 503, "ok\n" if ok else "shutting down\n")
 
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def forecast(request: Request) -> Response:
+        q = request.query
+        try:
+            limit = parse_limit(q.get("limit"))
+            after = None if not q.get("cursor") else decode_cursor(q["cursor"])
+        except BadRequest as exc:
+            return text(400, f"{exc}\n")
+        doc = forecast_page(
+            engine,
+            cache,
+            now=clock(),
+            namespace=q.get("namespace") or None,
+            name=q.get("name") or None,
+            limit=limit,
+            after=after,
+            max_points_per_fit=max_points_per_fit,
+        )
+        body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        return Response(200, body, "application/json")
 
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                try:
-                    if url.path == "/metrics":
-                        self._send(200, generate_latest(registry_), CONTENT_TYPE_LATEST)
-                    elif url.path == "/healthz":
-                        ok = healthy()
-                        self._send(200 if ok else 503, b"ok\n" if ok else b"shutting down\n", "text/plain")
-                    elif url.path == "/forecast":
-                        q = parse_qs(url.query)
-                        doc = forecast_view(
-                            engine_,
-                            cache_,
-                            now=clock(),
-                            namespace=q.get("namespace", [None])[0],
-                            name=q.get("name", [None])[0],
-                        )
-                        body = json.dumps({"scaledObjects": doc}, separators=(",", ":"), allow_nan=False).encode()
-                        self._send(200, body, "application/json")
-                    else:
-                        self._send(404, b"not found: try /metrics, /forecast or /healthz\n", "text/plain")
-                except Exception as exc:
-                    log.exception("http handler failed", path=url.path)
-                    self._send(500, f"internal error: {exc}\n".encode(), "text/plain")
+    def live_view(request: Request) -> Response:
+        page = web_page.respond(engine, cache, forecast_view, request.path, urlencode(request.query), now=clock())
+        if page is None:
+            return text(404, "not found: try /, /metrics, /forecast or /healthz\n")
+        return Response(page.status, page.body, page.content_type, dict(page.headers))
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5.0)
+    return {
+        "/metrics": metrics,
+        "/healthz": healthz,
+        "/forecast": forecast,
+        "/": live_view,
+        web_page.OBJECT_PREFIX + "*": live_view,
+    }
 
 
-__all__ = ["HttpServer", "forecast_view"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Routes", "api_routes", "forecast_page", "forecast_view"]

@@ -2,6 +2,11 @@
 
 Per-series and per-ScaledObject gauges are computed at scrape time from the engine's snapshots, so the
 request path only pays for one histogram observation.
+
+A scrape stays small however many ScaledObjects there are: per-ScaledObject gauges are exported for the
+first ``max_subscriptions`` triggers in (namespace, name, metric) order, and per-series gauges for their
+series only; the others are in /forecast. ``foresight_subscriptions{mode,reason}`` counts every trigger, and
+``foresight_subscriptions_not_exported`` says how many were left out.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from prometheus_client.registry import Collector
 from scaler_service.decision import Mode
 from scaler_service.engine import SeriesEngine
 
+DEFAULT_METRICS_MAX_SUBSCRIPTIONS = 250
 RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -67,7 +73,9 @@ class EngineCollector(Collector):
         cache: CacheView,
         cache_bytes: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.time,
+        max_subscriptions: int = DEFAULT_METRICS_MAX_SUBSCRIPTIONS,
     ) -> None:
+        self._max_subscriptions = max_subscriptions
         self._engine = engine
         self._cache = cache
         self._cache_bytes = cache_bytes
@@ -75,6 +83,27 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         now = self._clock()
+        all_subs = self._engine.subscriptions()
+        counts: dict[tuple[str, str], int] = {}
+        for sub in all_subs:
+            why = "none" if sub.last_served is None else sub.last_served.reason.value
+            counts[(sub.spec.mode.value, why)] = counts.get((sub.spec.mode.value, why), 0) + 1
+        subscriptions = GaugeMetricFamily(
+            "foresight_subscriptions",
+            "ScaledObject triggers followed, by mode and the reason of the last value served (none: not yet)",
+            labels=["mode", "reason"],
+        )
+        for (mode_name, why), n in sorted(counts.items()):
+            subscriptions.add_metric([mode_name, why], float(n))
+        shown = sorted(all_subs, key=lambda x: (x.key.namespace, x.key.name, x.key.metric))[: self._max_subscriptions]
+        shown_series = {sub.spec.series_key.id for sub in shown}
+        not_exported = GaugeMetricFamily(
+            "foresight_subscriptions_not_exported",
+            "ScaledObject triggers beyond --metrics-max-subscriptions: no per-ScaledObject gauges (see /forecast)",
+        )
+        not_exported.add_metric([], float(len(all_subs) - len(shown)))
+        yield subscriptions
+        yield not_exported
         s = ["series"]
         observed = GaugeMetricFamily("foresight_series_observed", "Latest observed value", labels=s)
         age = GaugeMetricFamily("foresight_series_data_age_seconds", "Age of the newest data point", labels=s)
@@ -115,6 +144,8 @@ class EngineCollector(Collector):
             labels=[*s, "latency_query"],
         )
         for _key, sid, snap in self._engine.series_snapshots():
+            if sid not in shown_series:
+                continue
             fetch_ok.add_metric([sid], 0.0 if snap.error is not None else 1.0)
             if snap.latest is not None:
                 observed.add_metric([sid], _f(snap.latest[1]))
@@ -141,7 +172,7 @@ class EngineCollector(Collector):
         reason = GaugeMetricFamily(
             "foresight_served_reason", "1 for why the last value was served", labels=[*o, "reason"]
         )
-        for sub in self._engine.subscriptions():
+        for sub in shown:
             sid = sub.spec.series_key.id
             labels = [sub.key.namespace, sub.key.name, sub.key.metric, sid]
             for m in Mode:
@@ -189,4 +220,4 @@ def _f(x: float) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-__all__ = ["CacheView", "EngineCollector", "ScalerMetrics"]
+__all__ = ["DEFAULT_METRICS_MAX_SUBSCRIPTIONS", "CacheView", "EngineCollector", "ScalerMetrics"]

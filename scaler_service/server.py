@@ -18,7 +18,8 @@ from forecasting.cache import CacheSettings, FitOutcome, ModelCache
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler_service.engine import EngineSettings, FitFactory, OptOutReader, SeriesEngine, default_fit_factory
-from scaler_service.http_api import HttpServer
+from scaler_service.http_api import api_routes
+from scaler_service.http_server import BoundedHttpServer
 from scaler_service.metrics import EngineCollector, ScalerMetrics
 from scaler_service.servicer import ExternalScalerServicer
 from scaler_service.settings import Settings
@@ -93,6 +94,7 @@ class ScalerServer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self._opt_out = opt_out
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
@@ -129,7 +131,13 @@ class ScalerServer:
             clock=clock,
         )
         self.registry.register(
-            EngineCollector(self.engine, self.cache, cache_bytes=lambda: int(self.cache.stats().bytes), clock=clock)
+            EngineCollector(
+                self.engine,
+                self.cache,
+                cache_bytes=lambda: int(self.cache.stats().bytes),
+                clock=clock,
+                max_subscriptions=settings.metrics_max_subscriptions,
+            )
         )
         self.parser = TriggerParser(
             default_address=settings.default_address,
@@ -145,7 +153,7 @@ class ScalerServer:
         )
         self.health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
-        self._http: HttpServer | None = None
+        self._http: BoundedHttpServer | None = None
         self._serving = False
         self._stopped = threading.Event()
         self.grpc_port = 0
@@ -198,14 +206,15 @@ class ScalerServer:
         self.engine.start()
         server.start()
         self._grpc = server
-        self._http = HttpServer(
-            s.bind_address,
-            s.http_port,
+        routes = api_routes(
             registry=self.registry,
             engine=self.engine,
             cache=self.cache,
             healthy=lambda: self._serving,
+            clock=self._clock,
+            max_points_per_fit=s.max_points_per_fit,
         )
+        self._http = BoundedHttpServer(s.http_bind_address or s.bind_address, s.http_port, routes)
         self._http.start()
         self.http_port = self._http.port
         self._serving = True
@@ -229,14 +238,16 @@ class ScalerServer:
         if self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace_s is None else grace_s
-        deadline = time.monotonic() + grace
+        # The HTTP server and the process exit need a moment after the loops: keep it inside the grace period.
+        deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._serving = False
         self.health.enter_graceful_shutdown()
         self.servicer.shutdown()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 1.0)
-        self.engine.stop(timeout=max(0.5, deadline - time.monotonic()))
-        self.cache.stop(timeout=max(0.5, deadline - time.monotonic()))
+            remaining = max(0.0, deadline - time.monotonic())
+            self._grpc.stop(remaining).wait(remaining + 0.1)
+        self.engine.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.cache.stop(timeout=max(0.0, deadline - time.monotonic()))
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()

@@ -30,6 +30,9 @@ class Settings:
     grpc_port: int = 9090
     http_port: int = 8080
     bind_address: str = "0.0.0.0"
+    http_bind_address: str | None = None
+    """Interface of the HTTP port (/metrics, /forecast, /healthz); none: the same as bind_address. Use
+    127.0.0.1 (and a port-forward) to keep /forecast, which shows every trigger's query, inside the pod."""
     source: str = "prometheus"
     """``prometheus`` or ``replay``."""
     prometheus_url: str = "http://prometheus-operated.monitoring:9090"
@@ -66,13 +69,17 @@ class Settings:
     """A ScaledObject trigger not polled for this long leaves /forecast and /metrics (a duration: 10m)."""
     max_series: int = 10_000
     """Distinct series (address, query, step) followed at once; one more is refused with RESOURCE_EXHAUSTED.
-    Measured 25 KiB per warm series at queryStep 5m (loadtests/scaler_bench.py): 10,000 series take about
-    250 MiB beside the model cache's cache_max_bytes, within the manifest's 2 GiB limit."""
+    Measured 25 KiB per warm series at queryStep 5m (loadtests/scaler_bench.py) and 95 KiB at queryStep 1s
+    (2 h of recent points): 10,000 series take under 1 GiB beside the model cache's cache_max_bytes (512 MiB),
+    within the manifest's 2 GiB limit."""
     max_subscriptions: int = 20_000
     """ScaledObject triggers followed at once; one more is refused with RESOURCE_EXHAUSTED."""
     fetch_deadline: float = 30.0
     """A fetch still running after this long is abandoned and its series reported unavailable (a duration)."""
     max_points_per_fit: int = 20_160
+    metrics_max_subscriptions: int = 250
+    """Per-ScaledObject (and their series') gauges on /metrics for at most this many triggers; all are in
+    /forecast and counted by foresight_subscriptions."""
     """Points one fit reads; a longer history is read on a coarser step (14 days at 1 minute by default)."""
     refit_interval_s: float = 3600.0
     live_window_s: float = 600.0
@@ -98,6 +105,8 @@ class Settings:
             raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
         if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
             raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
+        if self.metrics_max_subscriptions < 0:
+            raise SettingsError(f"metrics_max_subscriptions: must be >= 0, got {self.metrics_max_subscriptions}")
         for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -215,7 +224,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"HTTP port for /metrics, /forecast, /healthz [{d.http_port}] {env('http_port')}",
     )
-    parser.add_argument("--bind-address", help=f"interface to listen on [{d.bind_address}] {env('bind_address')}")
+    parser.add_argument(
+        "--bind-address", help=f"interface gRPC (and HTTP) listen on [{d.bind_address}] {env('bind_address')}"
+    )
+    parser.add_argument(
+        "--http-bind-address",
+        help=f"interface of the HTTP port (default: --bind-address) {env('http_bind_address')}",
+    )
     parser.add_argument(
         "--source",
         choices=["prometheus", "replay"],
@@ -296,6 +311,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"points one fit reads; longer histories are read on a coarser step [{d.max_points_per_fit}] "
         f"{env('max_points_per_fit')}",
+    )
+    parser.add_argument(
+        "--metrics-max-subscriptions",
+        type=int,
+        help=f"per-ScaledObject gauges on /metrics for at most this many triggers "
+        f"[{d.metrics_max_subscriptions}] {env('metrics_max_subscriptions')}",
     )
     parser.add_argument(
         "--refit-interval-s",

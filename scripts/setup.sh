@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: system packages (Debian), the virtualenv and the project in editable mode.
-# --with-test-tools also installs what the test suite needs: Debian's prometheus (with promtool) and the dev extras.
+# --with-test-tools also installs what the test suite needs: Debian's prometheus (with promtool),
+# prometheus-pushgateway, chromium (the live view's browser test renders the page headless) and the dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_test_tools=0
@@ -14,6 +15,9 @@ apt_packages=()
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv python3-pip)
 if [[ $with_test_tools == 1 ]]; then
   command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_packages+=(prometheus)
+  # The rightsizer's metrics push is tested against the real Pushgateway.
+  command -v prometheus-pushgateway >/dev/null || apt_packages+=(prometheus-pushgateway)
+  command -v chromium >/dev/null || apt_packages+=(chromium)
 fi
 if (( ${#apt_packages[@]} )); then
   echo "setup: installing Debian packages: ${apt_packages[*]}"

@@ -1,4 +1,4 @@
-"""Alerts when a change is rolled back or an SLA is breached: structured log, Prometheus counters, webhook."""
+"""Alerts when a change is rolled back or an SLA is breached: structured log, the run's counters, webhook."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+
+from rightsizer.run_metrics import RunMetrics
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 
 class Alerter:
-    """Counters live in the registry passed in (tests make their own; production passes the default one)."""
+    """Alerts, counted in the run's metrics (:class:`~rightsizer.run_metrics.RunMetrics`, passed in; or a fresh set
+    in ``registry`` when only a registry is given, as tests do)."""
 
     def __init__(
         self,
@@ -24,30 +27,16 @@ class Alerter:
         *,
         webhook_url: str | None = None,
         webhook_timeout_s: float = 5.0,
+        metrics: RunMetrics | None = None,
     ) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = metrics if metrics is not None else RunMetrics(registry)
+        self.registry = self.metrics.registry
         self.webhook_url = webhook_url
         self.webhook_timeout_s = webhook_timeout_s
-        self.changes = Counter(
-            "rightsizer_changes_total", "VM size changes by outcome", ["outcome"], registry=self.registry
-        )
-        self.rollbacks = Counter(
-            "rightsizer_rollbacks_total",
-            "Changes rolled back to the previous size",
-            ["reason"],
-            registry=self.registry,
-        )
-        self.sla_breaches = Counter(
-            "rightsizer_sla_breaches_total",
-            "Health signals breached during validation windows",
-            ["signal"],
-            registry=self.registry,
-        )
-        self.webhook_failures = Counter(
-            "rightsizer_alert_webhook_failures_total",
-            "Alert webhook POSTs that failed",
-            registry=self.registry,
-        )
+        self.changes = self.metrics.changes
+        self.rollbacks = self.metrics.rollbacks
+        self.sla_breaches = self.metrics.sla_breaches
+        self.webhook_failures = self.metrics.webhook_failures
 
     def alert(self, event: str, **fields: Any) -> None:
         log.error("rightsizer.alert", alert=event, **fields)

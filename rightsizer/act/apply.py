@@ -24,8 +24,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
 import structlog
@@ -33,55 +31,34 @@ import structlog
 from rightsizer import audit as audit_kinds
 from rightsizer.act.alerts import Alerter
 from rightsizer.act.clock import Clock, SystemClock
-from rightsizer.act.health import Breach, HealthProbe, HealthProbeError, NoSignalsProbe, PrometheusHealthProbe
+from rightsizer.act.health import Breach, HealthProbe, NoSignalsProbe, PrometheusHealthProbe
+from rightsizer.act.recover import Recoverer
 from rightsizer.act.settings import ActSettings
-from rightsizer.act.tags import (
+from rightsizer.act.steps import ActionResult, ChangeSteps, FunctionClock, Outcome, unfinished_change
+from rightsizer.audit import AuditLog
+from rightsizer.azure.errors import AzureError
+from rightsizer.azure.gateway import ComputeGateway, VmRef
+from rightsizer.domain import OPT_OUT_TAG, Action, Decision, PowerState, Recommendation
+from rightsizer.run_metrics import ChangeSummary
+from rightsizer.tags import (
     CHANGE_TAG,
     PREVIOUS_SIZE_TAG,
     RECOMMENDATION_TAG,
     ChangeTag,
     Phase,
     PreviousSizeTag,
+    RecommendationTag,
     iso,
-    parse_iso,
+    opted_out,
 )
-from rightsizer.audit import AuditLog
-from rightsizer.azure.errors import AzureError
-from rightsizer.azure.gateway import ComputeGateway, VmRef
-from rightsizer.domain import OPT_OUT_TAG, Action, Decision, PowerState, Recommendation, VmInfo
+
+__all__ = ["ActionResult", "Applier", "Outcome", "apply_recommendations", "change_summaries", "record_decisions"]
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 IN_PLACE = "in-place"
 DEALLOCATE_RESIZE_START = "deallocate-resize-start"
-
-
-class Outcome(StrEnum):
-    DONE = "done"
-    ROLLED_BACK = "rolled-back"
-    """Changed, then a health signal breached during validation: back at the previous size."""
-    FAILED = "failed"
-    """A step failed; the VM was restored to its previous size (or recovery will finish the job)."""
-    SKIPPED = "skipped"
-    DEFERRED = "deferred"
-    """Not attempted this run: outside the maintenance window or over the per-run cap."""
-    DRY_RUN = "dry-run"
-    RECOVERED = "recovered"
-
-
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    vm_id: str
-    vm_name: str
-    outcome: Outcome
-    reason: str
-    from_size: str
-    to_size: str | None = None
-    change_id: str | None = None
-    path: str | None = None
-    monthly_savings_usd: float = 0.0
-    breaches: tuple[Breach, ...] = ()
 
 
 class RunSettings(Protocol):
@@ -91,28 +68,7 @@ class RunSettings(Protocol):
     def dry_run(self) -> bool: ...
 
     @property
-    def act(self) -> Any: ...
-
-
-class _FunctionClock:
-    def __init__(self, now_fn: Callable[[], dt.datetime], sleep: Callable[[float], None]) -> None:
-        self._now_fn = now_fn
-        self._sleep = sleep
-
-    def now(self) -> dt.datetime:
-        return self._now_fn()
-
-    def sleep(self, seconds: float) -> None:
-        self._sleep(seconds)
-
-
-def act_settings_of(settings: Any) -> ActSettings:
-    act = getattr(settings, "act", None)
-    if act is None:
-        return ActSettings()
-    if not isinstance(act, ActSettings):
-        raise TypeError(f"settings.act must be rightsizer.act.settings.ActSettings, got {type(act).__name__}")
-    return act
+    def act(self) -> ActSettings: ...
 
 
 def default_probe(settings: Any, act: ActSettings) -> HealthProbe:
@@ -121,6 +77,18 @@ def default_probe(settings: Any, act: ActSettings) -> HealthProbe:
         return PrometheusHealthProbe(url)
     log.warning("apply.no_health_prometheus", note="validation only checks that the VM runs")
     return NoSignalsProbe()
+
+
+def change_summaries(recs: Sequence[Recommendation], results: Sequence[ActionResult]) -> list[ChangeSummary]:
+    """For the run's metrics: which changes were started (a change id was recorded) and which are done."""
+    by_vm = {rec.vm.id: rec for rec in recs}
+    out = []
+    for result in results:
+        rec = by_vm.get(result.vm_id)
+        if rec is not None:
+            done = result.outcome is Outcome.DONE
+            out.append(ChangeSummary.of(rec, started=result.change_id is not None, done=done))
+    return out
 
 
 def record_decisions(recs: Sequence[Recommendation], audit: AuditLog, *, dry_run: bool) -> None:
@@ -139,6 +107,7 @@ def record_decisions(recs: Sequence[Recommendation], audit: AuditLog, *, dry_run
             confidence=rec.confidence,
             approval_tier=rec.approval_tier.value,
             dry_run=dry_run,
+            tags=dict(rec.vm.tags),
         )
 
 
@@ -158,9 +127,9 @@ def apply_recommendations(
 
     ``record=False`` skips the per-recommendation decision records (when the caller wrote them already).
     """
-    act = act_settings_of(settings)
+    act = settings.act
     if clock is None:
-        clock = _FunctionClock(now_fn, time.sleep) if now_fn is not None else SystemClock()
+        clock = FunctionClock(now_fn, time.sleep) if now_fn is not None else SystemClock()
     if record:
         record_decisions(recs, audit, dry_run=settings.dry_run)
     applier = Applier(
@@ -174,23 +143,8 @@ def apply_recommendations(
     return applier.run(recs, dry_run=settings.dry_run)
 
 
-class Applier:
-    def __init__(
-        self,
-        *,
-        compute: ComputeGateway,
-        act: ActSettings,
-        audit: AuditLog,
-        clock: Clock,
-        probe: HealthProbe,
-        alerter: Alerter,
-    ) -> None:
-        self.compute = compute
-        self.act = act
-        self.audit = audit
-        self.clock = clock
-        self.probe = probe
-        self.alerter = alerter
+class Applier(ChangeSteps):
+    """Applies a run's recommendations with the shared change steps (:class:`~rightsizer.act.steps.ChangeSteps`)."""
 
     # -- the run ---------------------------------------------------------------------------------------------
 
@@ -231,7 +185,7 @@ class Applier:
     def _refusal(self, rec: Recommendation) -> str | None:
         if rec.action is not Action.RESIZE:
             return f"action {rec.action.value} is never applied"
-        if rec.vm.tags.get(OPT_OUT_TAG, "").lower() == "false":
+        if opted_out(rec.vm.tags):
             return f"opted out ({OPT_OUT_TAG}=false)"
         if rec.vm.scale_set is not None or "/virtualMachineScaleSets/" in rec.vm.id:
             return "scale set instance: resize the scale set's model instead"
@@ -258,10 +212,8 @@ class Applier:
             current = self.compute.get_vm(ref)
         except AzureError as error:
             return _result(rec, Outcome.FAILED, f"could not read the VM: {error}")
-        unfinished = _unfinished_change(current)
+        unfinished = unfinished_change(current)
         if unfinished is not None:
-            from rightsizer.act.recover import Recoverer
-
             recovered = Recoverer(self).recover_vm(current)
             return _result(
                 rec,
@@ -290,6 +242,7 @@ class Applier:
             monthly_savings_usd=rec.monthly_savings_usd,
             decision=rec.decision.value,
             approval_tier=rec.approval_tier.value,
+            tags=dict(rec.vm.tags),
         )
         try:
             self.compute.set_tags(
@@ -396,99 +349,6 @@ class Applier:
         bound.info("apply.change_done", path=path)
         return _result(rec, Outcome.DONE, f"resized {current.size} -> {target} ({path})", change_id, path)
 
-    def write_phase(self, ref: VmRef, change_id: str, phase: Phase, target: str) -> Phase:
-        now = self.clock.now()
-        self.compute.set_tags(ref, {CHANGE_TAG: ChangeTag(change_id, phase, target, now).render()})
-        self.audit.append(audit_kinds.CHANGE_PHASE, change_id=change_id, vm=ref.arm_id, phase=phase.value)
-        return phase
-
-    # -- validation ------------------------------------------------------------------------------------------
-
-    def validate(self, before: VmInfo, was_running: bool, bound: Any) -> list[Breach]:
-        signals = self.act.signals_for(before.name, before.group)
-        start = self.clock.now()
-        deadline = start + dt.timedelta(seconds=self.act.validation_window_s)
-        while True:
-            now = self.clock.now()
-            breaches: list[Breach] = []
-            if was_running:
-                try:
-                    state = self.compute.get_vm(VmRef.of(before)).power_state
-                except AzureError as error:
-                    state = PowerState.UNKNOWN
-                    bound.warning("validate.read_failed", error=str(error))
-                if state is not PowerState.RUNNING:
-                    breaches.append(Breach("vm_running", None, 1.0, f"power state {state.value}"))
-            try:
-                breaches.extend(self.probe.check(before, signals, now))
-            except HealthProbeError as error:
-                bound.warning("validate.probe_error", error=str(error))
-                if self.act.rollback_on_probe_error:
-                    breaches.append(Breach("health_unreadable", None, 0.0, str(error)))
-            if breaches:
-                self.audit.append(
-                    audit_kinds.VALIDATION,
-                    vm=before.id,
-                    result="breach",
-                    signals=[b.signal for b in breaches],
-                    elapsed_s=(now - start).total_seconds(),
-                )
-                return breaches
-            if now >= deadline:
-                self.audit.append(
-                    audit_kinds.VALIDATION,
-                    vm=before.id,
-                    result="healthy",
-                    signals=[s.name for s in signals],
-                    elapsed_s=(now - start).total_seconds(),
-                )
-                return []
-            self.clock.sleep(min(self.act.validation_interval_s, (deadline - now).total_seconds()))
-
-    # -- restoring -------------------------------------------------------------------------------------------
-
-    def ensure_state(self, ref: VmRef, size: str, running: bool) -> None:
-        """Bring the VM to ``size`` and the given power state, whatever step it is at."""
-        vm = self.compute.get_vm(ref)
-        if vm.size != size:
-            deallocated = vm.power_state in (PowerState.DEALLOCATED, PowerState.STOPPED)
-            if not deallocated and size not in self.compute.list_available_sizes(ref):
-                self.compute.deallocate(ref)
-            self.compute.resize(ref, size)
-            vm = self.compute.get_vm(ref)
-        if running and vm.power_state is not PowerState.RUNNING:
-            self.compute.start(ref)
-
-    def restore(
-        self, ref: VmRef, change_id: str, previous_size: str, target: str, was_running: bool, *, reason: str
-    ) -> bool:
-        """Back to the previous size and power state; True when that worked (tags and audit updated)."""
-        try:
-            self.ensure_state(ref, previous_size, was_running)
-            self.write_phase(ref, change_id, Phase.ROLLED_BACK, target)
-        except AzureError as error:
-            log.error("apply.restore_failed", vm=ref.name, change_id=change_id, error=str(error))
-            self.audit.append(
-                audit_kinds.ROLLBACK,
-                change_id=change_id,
-                vm=ref.arm_id,
-                ok=False,
-                reason=reason,
-                error=str(error),
-            )
-            self.alerter.alert("rightsizer-rollback-failed", vm=ref.arm_id, change_id=change_id, error=str(error))
-            return False
-        self.alerter.rollbacks.labels(reason="breach" if reason.startswith("validation") else "failure").inc()
-        self.audit.append(
-            audit_kinds.ROLLBACK,
-            change_id=change_id,
-            vm=ref.arm_id,
-            ok=True,
-            reason=reason,
-            to_size=previous_size,
-        )
-        return True
-
     # -- approvals -------------------------------------------------------------------------------------------
 
     def _tag_pending_approvals(self, recs: Sequence[Recommendation]) -> None:
@@ -498,31 +358,19 @@ class Applier:
         for rec in recs:
             if not rec.target_size:
                 continue
-            existing = rec.vm.tags.get(RECOMMENDATION_TAG, "")
-            parts = existing.split("|")
-            if len(parts) == 3 and parts[0] == rec.target_size:
-                try:
-                    age = (now - parse_iso(parts[2])).total_seconds()
-                except ValueError:
-                    age = float("inf")
+            try:
+                existing = RecommendationTag.of(rec.vm.tags)
+            except ValueError:
+                existing = None  # rewritten below
+            if existing is not None and existing.target_size == rec.target_size:
+                age = (now - existing.at).total_seconds()
                 if age < self.act.recommendation_tag_refresh_s:
                     continue
-            value = f"{rec.target_size}|{rec.monthly_savings_usd:.2f}|{iso(now)}"
+            value = RecommendationTag(rec.target_size, rec.monthly_savings_usd, now).render()
             try:
                 self.compute.set_tags(VmRef.of(rec.vm), {RECOMMENDATION_TAG: value})
             except (AzureError, ValueError) as error:
                 log.warning("apply.recommendation_tag_failed", vm=rec.vm.name, error=str(error))
-
-
-def _unfinished_change(vm: VmInfo) -> ChangeTag | None:
-    try:
-        tag = ChangeTag.of(vm.tags)
-    except ValueError as error:
-        log.warning("apply.bad_change_tag", vm=vm.name, error=str(error))
-        return None
-    if tag is None or tag.phase.finished:
-        return None
-    return tag
 
 
 def _result(

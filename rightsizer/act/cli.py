@@ -1,8 +1,8 @@
 """The acting side's commands, added to ``rightsizer``'s parser by :func:`register`.
 
 rightsizer approve VM_ID --target SIZE --by NAME --tier finops-lead|executive [--inventory FILE.json]
-rightsizer audit verify [--audit-log FILE]
-rightsizer report --month YYYY-MM [--audit-log FILE]
+rightsizer audit verify [--audit-log FILE] [--expect-head HASH] [--min-records N] [--audit-key-file FILE]
+rightsizer report --month YYYY-MM [--group-by TAG] [--audit-log FILE]
 
 (``--audit-log``, not ``--log``: argparse would read ``--log`` as an abbreviation of the global ``--log-level``.)
 rightsizer spot [--apply]        # one Spot fallback pass over the configured scale sets (plan only without --apply)
@@ -27,11 +27,13 @@ from typing import Any, TextIO
 import structlog
 
 from rightsizer import audit as audit_kinds
-from rightsizer.act.settings import APPROVAL_TAG, RECOMMENDATION_TAG, ActSettings
-from rightsizer.act.tags import iso, parse_iso
-from rightsizer.audit import AuditLog, monthly_report
-from rightsizer.azure.errors import AzureError
+from rightsizer.act.settings import APPROVAL_TAG, CHANGE_TAG, RECOMMENDATION_TAG
+from rightsizer.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
+from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
+from rightsizer.domain import ApprovalTier
+from rightsizer.settings import Settings, load_settings
+from rightsizer.tags import ApprovalTag, RecommendationTag, parse_iso
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
@@ -57,15 +59,27 @@ def register(subparsers: Any) -> None:
 
     audit = subparsers.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 when tampered")
+    verify = audit_sub.add_parser(
+        "verify", help="check the audit log's chain and head; exit 4 when the check fails, printing the head hash"
+    )
     verify.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
     verify.add_argument("--config", help="settings file (YAML or JSON)")
+    verify.add_argument(
+        "--expect-head", metavar="HASH", help="a head hash recorded earlier (anchored elsewhere): must be in the chain"
+    )
+    verify.add_argument(
+        "--min-records", type=int, default=0, metavar="N", help="fail when the log has fewer records (e.g. emptied)"
+    )
+    verify.add_argument("--no-head-file", action="store_true", help="do not compare with the head file next to the log")
+    _key_option(verify)
     verify.set_defaults(func=_wrap(cmd_audit_verify))
 
     report = subparsers.add_parser("report", help="monthly summary for finance and compliance")
     report.add_argument("--month", required=True, help="YYYY-MM")
+    report.add_argument("--group-by", metavar="TAG", help="totals per value of this VM tag (e.g. owner, cost-center)")
     report.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
     report.add_argument("--config", help="settings file (YAML or JSON)")
+    _key_option(report)
     report.set_defaults(func=_wrap(cmd_report))
 
     spot = subparsers.add_parser("spot", help="one Spot fallback pass over the configured scale sets")
@@ -83,12 +97,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="settings file (YAML or JSON)")
     parser.add_argument("--audit-log", help=f"audit log (default: settings audit_log or {DEFAULT_AUDIT_LOG})")
     parser.add_argument("--now", help="act as of this time (ISO 8601 UTC); default: now")
+    _key_option(parser)
+
+
+def _key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--audit-key-file",
+        metavar="FILE",
+        help=f"HMAC key for a keyed audit chain (e.g. a mounted Secret); default: ${AUDIT_KEY_ENV} if set",
+    )
 
 
 def _wrap(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except TransientAzureError as error:
+            print(f"rightsizer: error: Azure unreachable: {error}", file=sys.stderr)
+            return 3
         except (CommandError, AzureError, ValueError, OSError) as error:
             print(f"rightsizer: error: {error}", file=sys.stderr)
             return 2
@@ -96,20 +122,13 @@ def _wrap(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from rightsizer.settings import load_settings
-
+def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if getattr(args, "config", None) else None)
-
-
-def _act(settings: Any) -> ActSettings:
-    act = getattr(settings, "act", None)
-    return act if isinstance(act, ActSettings) else ActSettings()
 
 
 def _audit(args: argparse.Namespace, settings: Any) -> AuditLog:
     path = getattr(args, "audit_log", None) or settings.audit_log or DEFAULT_AUDIT_LOG
-    return AuditLog(path)
+    return AuditLog(path, key=load_audit_key(getattr(args, "audit_key_file", None)))
 
 
 def _now(args: argparse.Namespace) -> dt.datetime:
@@ -148,7 +167,7 @@ def cmd_approve(args: argparse.Namespace, *, compute: ComputeGateway | None = No
         raise CommandError(f"--tier {args.tier!r}: expected one of {', '.join(APPROVER_TIERS)}")
     if "|" in args.by or "|" in args.target or not args.by.strip():
         raise CommandError("--by and --target must be non-empty and must not contain '|'")
-    value = f"{args.target}|{args.tier}|{args.by}|{iso(now)}"
+    value = ApprovalTag(args.target, ApprovalTier(args.tier), args.by, now).render()
     if args.inventory:
         vm_id = _approve_in_inventory(Path(args.inventory), args.vm_id, args.target, value)
     else:
@@ -164,7 +183,10 @@ def cmd_approve(args: argparse.Namespace, *, compute: ComputeGateway | None = No
                 f"{vm.name} has no pending recommendation ({RECOMMENDATION_TAG} tag); "
                 "a run with --apply writes it when a resize needs approval"
             )
-        pending_target = pending.split("|")[0]
+        try:
+            pending_target = RecommendationTag.parse(pending).target_size
+        except ValueError as error:
+            raise CommandError(f"{vm.name}: {error}; a run with --apply rewrites it") from error
         if pending_target != args.target:
             raise CommandError(
                 f"{vm.name}: the pending recommendation is {pending_target}, not {args.target}; approve that size"
@@ -208,22 +230,34 @@ def _approve_in_inventory(path: Path, vm_key: str, target: str, value: str) -> s
 # -- audit / report ---------------------------------------------------------------------------------------
 
 
+CHECK_FAILED = 4
+"""Exit code of a check that ran and failed (the CLI's contract: 0 ok, 2 bad input, 3 unreachable, 4 check)."""
+
+
 def cmd_audit_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     audit = _audit(args, _settings(args))
-    if not audit.path.exists():
+    if args.min_records < 0:
+        raise CommandError(f"--min-records {args.min_records}: expected a count >= 0")
+    if not audit.path.exists() and not audit.head_path.exists() and not args.expect_head and not args.min_records:
         raise CommandError(f"audit log {audit.path} does not exist")
-    result = audit.verify()
+    result = audit.verify(
+        expect_head=args.expect_head, min_records=args.min_records, use_head_file=not args.no_head_file
+    )
     out.write(result.describe(audit.path) + "\n")
-    return 0 if result.ok else 1
+    return 0 if result.ok else CHECK_FAILED
 
 
 def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    from rightsizer.report import monthly_report
+
     out = out or sys.stdout
-    audit = _audit(args, _settings(args))
+    settings = _settings(args)
+    audit = _audit(args, settings)
     if not audit.path.exists():
         raise CommandError(f"audit log {audit.path} does not exist")
-    out.write(monthly_report(audit.path, args.month))
+    key = load_audit_key(getattr(args, "audit_key_file", None))
+    out.write(monthly_report(audit.path, args.month, key=key, group_by=args.group_by))
     return 0
 
 
@@ -231,13 +265,12 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
-    from rightsizer.act.settings import SPOT_STATE_TAG
+    from rightsizer.act.spot import run_spot_pass
     from rightsizer.domain import Priority
-    from rightsizer.spot import SpotState, plan_spot, run_spot_pass
 
     out = out or sys.stdout
     settings = _settings(args)
-    act = _act(settings)
+    act = settings.act
     now = _now(args)
     subscriptions, groups = _subscriptions(settings)
     gateway = _gateway(compute)
@@ -247,26 +280,24 @@ def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None,
         for scale_set in gateway.list_scale_sets(subscription, groups):
             if scale_set.priority is not Priority.SPOT:
                 continue
-            if not args.apply:
-                instances = gateway.list_scale_set_instances(scale_set)
-                state = SpotState.decode(scale_set.tags.get(SPOT_STATE_TAG))
-                plan = plan_spot(scale_set, instances, state, act.spot, now)
+            try:
+                result = run_spot_pass(gateway, scale_set, act.spot, now, audit, dry_run=not args.apply)
+            except AzureError as error:
+                failures += 1
+                out.write(f"{scale_set.name}: failed: {error}\n")
+                continue
+            if result.dry_run and result.plan is not None:
+                plan = result.plan
                 out.write(
                     f"{scale_set.name}: would run in mode {plan.mode}; replace {len(plan.delete_evicted)} evicted, "
                     f"return {len(plan.rebalance_regular)} to Spot; {'; '.join(plan.reasons) or 'nothing to do'}\n"
                 )
                 continue
-            try:
-                result = run_spot_pass(gateway, scale_set, act.spot, now, audit)
-            except AzureError as error:
-                failures += 1
-                out.write(f"{scale_set.name}: failed: {error}\n")
-                continue
             out.write(
                 f"{scale_set.name}: mode {result.mode}; replaced {result.replaced_evicted} evicted, "
                 f"returned {result.returned_to_spot} to Spot; {'; '.join(result.reasons + result.errors) or 'ok'}\n"
             )
-    return 1 if failures else 0
+    return 3 if failures else 0
 
 
 def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
@@ -274,7 +305,7 @@ def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = No
 
     out = out or sys.stdout
     settings = _settings(args)
-    act = _act(settings)
+    act = settings.act
     subscriptions, groups = _subscriptions(settings)
     gateway = _gateway(compute)
     vms = [vm for subscription in subscriptions for vm in gateway.list_vms(subscription, groups)]
@@ -282,8 +313,7 @@ def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = No
     if not args.apply:
         for vm in pending:
             out.write(
-                f"{vm.name}: unfinished change {vm.tags.get('finops.ai/change')} (size {vm.size}, "
-                f"{vm.power_state.value})\n"
+                f"{vm.name}: unfinished change {vm.tags.get(CHANGE_TAG)} (size {vm.size}, {vm.power_state.value})\n"
             )
         out.write(f"{len(pending)} unfinished change(s); run with --apply to {act.recover_mode} them\n")
         return 0

@@ -14,41 +14,39 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from rightsizer import audit as audit_kinds
 from rightsizer.act.alerts import Alerter
 from rightsizer.act.clock import Clock, SystemClock
-from rightsizer.act.health import HealthProbe
+from rightsizer.act.health import HealthProbe, NoSignalsProbe
 from rightsizer.act.settings import ActSettings
-from rightsizer.act.tags import ChangeTag, Phase, PreviousSizeTag
+from rightsizer.act.steps import ActionResult, ChangeSteps, FunctionClock, Outcome, unfinished_change
 from rightsizer.audit import AuditLog
 from rightsizer.azure.errors import AzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
 from rightsizer.domain import VmInfo
-
-if TYPE_CHECKING:
-    from rightsizer.act.apply import ActionResult, Applier
+from rightsizer.tags import ChangeTag, Phase, PreviousSizeTag
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 
 class Recoverer:
-    def __init__(self, applier: Applier) -> None:
-        self.applier = applier
+    """Finishes or rolls back one VM's unfinished change with the shared change steps."""
+
+    def __init__(self, steps: ChangeSteps) -> None:
+        self.steps = steps
 
     def _before_state(self, change_id: str) -> dict[str, Any] | None:
-        for record in reversed(self.applier.audit.records()):
+        for record in reversed(self.steps.audit.records()):
             if record.get("kind") == audit_kinds.CHANGE_RECORDED and record.get("change_id") == change_id:
                 return dict(record)
         return None
 
     def recover_vm(self, vm: VmInfo) -> ActionResult:
-        from rightsizer.act.apply import ActionResult, Outcome
-
         def result(outcome: Outcome, reason: str, change_id: str | None = None) -> ActionResult:
             return ActionResult(vm.id, vm.name, outcome, reason, vm.size, None, change_id)
 
@@ -74,21 +72,21 @@ class Recoverer:
         if previous is None:
             bound.error("recover.no_previous_size")
             return result(Outcome.FAILED, "no previous size in tags or audit log: left as is", change.change_id)
-        act: ActSettings = self.applier.act
+        act: ActSettings = self.steps.act
         mode = act.recover_mode if change.phase is not Phase.RECORDED else "rollback"
         bound.info("recover.start", mode=mode, size=vm.size, power_state=vm.power_state.value, previous=previous)
         if mode == "resume":
             try:
-                self.applier.ensure_state(ref, change.target_size, was_running)
-                self.applier.write_phase(ref, change.change_id, Phase.VALIDATING, change.target_size)
+                self.steps.ensure_state(ref, change.target_size, was_running)
+                self.steps.write_phase(ref, change.change_id, Phase.VALIDATING, change.target_size)
             except AzureError as error:
                 bound.warning("recover.resume_failed", error=str(error))
                 mode = "rollback"
             else:
-                breaches = self.applier.validate(vm, was_running, bound)
+                breaches = self.steps.validate(vm, was_running, bound)
                 if not breaches:
-                    self.applier.write_phase(ref, change.change_id, Phase.DONE, change.target_size)
-                    self.applier.audit.append(
+                    self.steps.write_phase(ref, change.change_id, Phase.DONE, change.target_size)
+                    self.steps.audit.append(
                         audit_kinds.RECOVERY,
                         change_id=change.change_id,
                         vm=vm.id,
@@ -98,7 +96,7 @@ class Recoverer:
                         action="resumed",
                         size=change.target_size,
                     )
-                    self.applier.audit.append(
+                    self.steps.audit.append(
                         audit_kinds.CHANGE_DONE,
                         change_id=change.change_id,
                         vm=vm.id,
@@ -110,7 +108,7 @@ class Recoverer:
                     )
                     return result(Outcome.RECOVERED, f"resumed to {change.target_size}", change.change_id)
                 mode = "rollback"
-        restored = self.applier.restore(
+        restored = self.steps.restore(
             ref,
             change.change_id,
             previous,
@@ -118,7 +116,7 @@ class Recoverer:
             was_running,
             reason=f"recovery of a change found at phase {change.phase.value}",
         )
-        self.applier.audit.append(
+        self.steps.audit.append(
             audit_kinds.RECOVERY,
             change_id=change.change_id,
             vm=vm.id,
@@ -145,12 +143,9 @@ def recover_changes(
     alerter: Alerter | None = None,
 ) -> list[ActionResult]:
     """Recover every VM in ``vms`` that carries an unfinished change."""
-    from rightsizer.act.apply import Applier, _FunctionClock, _unfinished_change
-    from rightsizer.act.health import NoSignalsProbe
-
     if clock is None:
-        clock = _FunctionClock(now_fn, SystemClock().sleep) if now_fn is not None else SystemClock()
-    applier = Applier(
+        clock = FunctionClock(now_fn, SystemClock().sleep) if now_fn is not None else SystemClock()
+    steps = ChangeSteps(
         compute=compute,
         act=act,
         audit=audit,
@@ -158,16 +153,14 @@ def recover_changes(
         probe=probe if probe is not None else NoSignalsProbe(),
         alerter=alerter if alerter is not None else Alerter(webhook_url=act.webhook_url),
     )
-    recoverer = Recoverer(applier)
+    recoverer = Recoverer(steps)
     results = []
     for vm in vms:
-        if _unfinished_change(vm) is None:
+        if unfinished_change(vm) is None:
             continue
         results.append(recoverer.recover_vm(vm))
     return results
 
 
 def unfinished(vms: Sequence[VmInfo]) -> list[VmInfo]:
-    from rightsizer.act.apply import _unfinished_change
-
-    return [vm for vm in vms if _unfinished_change(vm) is not None]
+    return [vm for vm in vms if unfinished_change(vm) is not None]

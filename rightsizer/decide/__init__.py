@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import structlog
 
 from rightsizer.catalogue import Catalogue
 from rightsizer.decide.gates import (
@@ -22,6 +24,9 @@ from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import Action, Decision, PowerState, Recommendation, VmInfo
 from rightsizer.metrics import NoUsage, Usage, VmUsage
 from rightsizer.settings import Settings
+
+# Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
+log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +99,22 @@ def recommend(
             continue
         sized.append((vm, usage))
     all_stats = _all_usage_stats(sized, now, settings)
-    for vm, _ in sized:
-        stats = all_stats[vm.id]
+    for vm, vm_usage in sized:
+        stats = all_stats.get(vm.id)
+        if isinstance(stats, Exception):
+            out[vm.id] = _rec(vm, Decision.SKIP, f"could not evaluate: {type(stats).__name__}: {stats}", "error")
+            continue
+        assert stats is not None
         if on_vm is not None:
             on_vm(vm, stats)
-        sizing = choose_size(vm, stats, catalogue, settings, now)
+        try:
+            sizing = choose_size(vm, stats, catalogue, settings, now)
+        except Exception as exc:  # one VM's unexpected data must not stop the fleet
+            log.exception("decide.vm_failed", vm=vm.name)
+            out[vm.id] = _rec(vm, Decision.SKIP, f"could not size: {type(exc).__name__}: {exc}", "error")
+            continue
+        if vm_usage.data_note:
+            sizing = replace(sizing, reason=f"{sizing.reason}; data: {vm_usage.data_note}")
         conf = sizing.probability
         if sizing.problem:
             out[vm.id] = _rec(vm, Decision.SKIP, sizing.reason, "sizing", sizing, conf)
@@ -161,13 +177,24 @@ def recommend(
     return [out[vm.id] for vm in vms]
 
 
-def _all_usage_stats(sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settings: Settings) -> dict[str, UsageStats]:
-    """Per-VM statistics; the forecast fits run on ``forecast.workers`` threads (results do not depend on it)."""
+def _all_usage_stats(
+    sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settings: Settings
+) -> dict[str, UsageStats | Exception]:
+    """Per-VM statistics (or the exception one VM raised, so the others go on); the forecast fits run on
+    ``forecast.workers`` threads (results do not depend on it)."""
+
+    def one(u: VmUsage) -> UsageStats | Exception:
+        try:
+            return usage_stats(u, now, settings)
+        except Exception as exc:  # one VM's unexpected data must not stop the fleet
+            log.exception("decide.stats_failed", vm=u.vm)
+            return exc
+
     workers = settings.forecast.workers
     if workers <= 1 or len(sized) <= 1 or settings.forecast.method != "library":
-        return {vm.id: usage_stats(u, now, settings) for vm, u in sized}
+        return {vm.id: one(u) for vm, u in sized}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rightsizer-fit") as pool:
-        futures = {vm.id: pool.submit(usage_stats, u, now, settings) for vm, u in sized}
+        futures = {vm.id: pool.submit(one, u) for vm, u in sized}
         return {vm_id: f.result() for vm_id, f in futures.items()}
 
 

@@ -1,6 +1,6 @@
 """Approval state read from the VM's tags (pure): is there a valid approval for this target and tier?
 
-Tags (see .coord/rightsizer-contract.md):
+Tags (formats in :mod:`rightsizer.tags`):
 ``finops.ai/recommendation`` = ``<target_size>|<monthly_savings_usd>|<iso8601 utc>`` (written by the act side)
 ``finops.ai/approval`` = ``<target_size>|<tier>|<approver>|<iso8601 utc>`` (written by ``rightsizer approve``)
 """
@@ -8,12 +8,12 @@ Tags (see .coord/rightsizer-contract.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from rightsizer.domain import APPROVAL_TAG, RECOMMENDATION_TAG, ApprovalTier, VmInfo
 from rightsizer.prices import normalise_size_name
 from rightsizer.settings import DAY_S, Settings
+from rightsizer.tags import ApprovalTag, RecommendationTag, parse_iso_epoch
 
 TIER_RANK = {ApprovalTier.AUTOMATIC: 0, ApprovalTier.FINOPS_LEAD: 1, ApprovalTier.EXECUTIVE: 2}
 
@@ -49,11 +49,8 @@ def max_tier(a: ApprovalTier, b: ApprovalTier) -> ApprovalTier:
     return a if TIER_RANK[a] >= TIER_RANK[b] else b
 
 
-def parse_iso_utc(text: str) -> float:
-    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone (expected UTC, e.g. 2026-11-20T10:00:00Z)")
-    return dt.timestamp()
+parse_iso_utc = parse_iso_epoch
+"""Epoch seconds from ISO 8601 with a zone (the tag codec's one parser)."""
 
 
 def _age_days(now: float, then: float) -> float:
@@ -69,19 +66,15 @@ def approval_status(
     approval_text = vm.tags.get(APPROVAL_TAG)
     if not approval_text:
         return ApprovalStatus(ApprovalState.MISSING, f"needs {needed_tier.value} approval")
-    parts = approval_text.split("|")
     try:
-        if len(parts) != 4:
-            raise ValueError(f"{len(parts)} fields")
-        a_target, a_tier_text, approver, a_when = parts
-        a_tier = ApprovalTier(a_tier_text.strip())
-        approved_at = parse_iso_utc(a_when)
+        approval = ApprovalTag.parse(approval_text)
     except ValueError as exc:
         return ApprovalStatus(
             ApprovalState.MALFORMED,
-            f"{APPROVAL_TAG}={approval_text!r} is malformed ({exc}); expected "
-            "<target_size>|<automatic|finops-lead|executive>|<approver>|<iso8601 utc>",
+            f"{APPROVAL_TAG}={approval_text[:80]!r} is malformed ({exc}); expected {ApprovalTag.FORM}",
         )
+    a_target, a_tier, approver = approval.target_size, approval.tier, approval.approver
+    approved_at = approval.at.timestamp()
     rec_text = vm.tags.get(RECOMMENDATION_TAG)
     if not rec_text:
         return ApprovalStatus(
@@ -90,21 +83,17 @@ def approval_status(
             approver,
             a_tier,
         )
-    rec_parts = rec_text.split("|")
     try:
-        if len(rec_parts) != 3:
-            raise ValueError(f"{len(rec_parts)} fields")
-        r_target = normalise_size_name(rec_parts[0])
-        float(rec_parts[1])
-        recommended_at = parse_iso_utc(rec_parts[2])
+        recommendation = RecommendationTag.parse(rec_text)
     except ValueError as exc:
         return ApprovalStatus(
             ApprovalState.MALFORMED,
-            f"{RECOMMENDATION_TAG}={rec_text!r} is malformed ({exc}); expected "
-            "<target_size>|<monthly_savings_usd>|<iso8601 utc>",
+            f"{RECOMMENDATION_TAG}={rec_text[:80]!r} is malformed ({exc}); expected {RecommendationTag.FORM}",
             approver,
             a_tier,
         )
+    r_target = normalise_size_name(recommendation.target_size)
+    recommended_at = recommendation.at.timestamp()
     rec_age = _age_days(now, recommended_at)
     if rec_age > gates.recommendation_ttl_days:
         return ApprovalStatus(

@@ -19,11 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rightsizer import tags
 from rightsizer.decide.approvals import approval_status, max_tier
 from rightsizer.domain import (
-    CHANGE_TAG,
-    COMPLIANCE_TAG,
-    COMPLIANCE_TAGS,
     CRITICALITY_TAG,
     OPT_OUT_TAG,
     ROLE_TAG,
@@ -36,8 +34,6 @@ from rightsizer.domain import (
 from rightsizer.settings import Settings
 
 GATE_ORDER = ("confidence", "savings", "ha", "opt-out", "compliance", "criticality")
-
-_DONE_PHASES = ("done", "rolled-back")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +53,7 @@ def group_key(vm: VmInfo) -> str | None:
 
 
 def change_in_flight(vm: VmInfo) -> bool:
-    text = vm.tags.get(CHANGE_TAG)
-    if not text:
-        return False
-    parts = text.split("|")
-    return len(parts) >= 2 and parts[1].strip() not in _DONE_PHASES
+    return tags.change_in_flight(vm.tags)
 
 
 @dataclass(frozen=True)
@@ -110,12 +102,7 @@ def ha_problem(vm: VmInfo, fleet: FleetContext, settings: Settings) -> str | Non
 
 
 def compliance_regimes(vm: VmInfo) -> list[str]:
-    found = [
-        t for t in COMPLIANCE_TAGS if t in {k.lower() for k in vm.tags} and vm.tags.get(t, "true").lower() != "false"
-    ]
-    listed = vm.tags.get(COMPLIANCE_TAG, "")
-    found += [r.strip().lower() for r in listed.replace(";", ",").split(",") if r.strip().lower() in COMPLIANCE_TAGS]
-    return sorted(set(found))
+    return tags.compliance_regimes(vm.tags)
 
 
 def needs_approval_because(vm: VmInfo, settings: Settings) -> str | None:
@@ -150,7 +137,7 @@ def skip_gates(
     ha = ha_problem(vm, fleet, settings)
     if ha is not None:
         return "ha", ha
-    if vm.tags.get(OPT_OUT_TAG, "").strip().lower() == "false":
+    if tags.opted_out(vm.tags):
         return "opt-out", f"opted out ({OPT_OUT_TAG}=false)"
     regimes = compliance_regimes(vm)
     if regimes:

@@ -15,12 +15,10 @@ import math
 from dataclasses import dataclass, field
 
 from rightsizer.catalogue import Catalogue, VmSize, burstable_baseline
-from rightsizer.decide.approvals import parse_iso_utc
 from rightsizer.decide.confidence import STAT_FLOOR_PERCENT, Confidence, LimitCheck, hold_confidence
 from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import (
     HOURS_PER_MONTH,
-    PREVIOUS_SIZE_TAG,
     USER_FACING_TAG,
     WORKLOAD_TAG,
     Action,
@@ -28,6 +26,7 @@ from rightsizer.domain import (
     VmInfo,
 )
 from rightsizer.settings import DAY_S, Settings
+from rightsizer.tags import PreviousSizeTag
 
 __all__ = [
     "Sizing",
@@ -186,16 +185,11 @@ def target_confidence(
 
 
 def _last_resize_age_days(vm: VmInfo, now: float) -> float | None:
-    text = vm.tags.get(PREVIOUS_SIZE_TAG)
-    if not text:
-        return None
-    parts = text.split("|")
-    if len(parts) < 2:
-        return None
     try:
-        return (now - parse_iso_utc(parts[1])) / DAY_S
+        tag = PreviousSizeTag.of(vm.tags)
     except ValueError:
         return None
+    return None if tag is None else (now - tag.at.timestamp()) / DAY_S
 
 
 @dataclass(frozen=True, slots=True)

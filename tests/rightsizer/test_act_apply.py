@@ -18,11 +18,11 @@ from rightsizer.act.alerts import Alerter
 from rightsizer.act.apply import DEALLOCATE_RESIZE_START, IN_PLACE, ActionResult, Outcome, apply_recommendations
 from rightsizer.act.health import Breach, HealthProbeError
 from rightsizer.act.settings import ActSettings, HealthSignal, MaintenanceWindow
-from rightsizer.act.tags import CHANGE_TAG, PREVIOUS_SIZE_TAG, RECOMMENDATION_TAG, ChangeTag, Phase, PreviousSizeTag
 from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, RetrySettings, VmRef
 from rightsizer.domain import Action, ApprovalTier, Decision, Recommendation, VmInfo
 from rightsizer.settings import Settings
+from rightsizer.tags import CHANGE_TAG, PREVIOUS_SIZE_TAG, RECOMMENDATION_TAG, ChangeTag, Phase, PreviousSizeTag
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, ManualClock, client_kwargs
 
 SUB = "00000000-0000-0000-0000-000000000001"

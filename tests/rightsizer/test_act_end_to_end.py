@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rightsizer.act.cli import cmd_approve, register
 from rightsizer.act.settings import CHANGE_TAG, RECOMMENDATION_TAG
-from rightsizer.act.tags import ChangeTag, Phase
-from rightsizer.audit import AuditLog, monthly_summary
+from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, VmRef
 from rightsizer.cli import run_recommend
 from rightsizer.domain import APPROVAL_TAG, PREVIOUS_SIZE_TAG
+from rightsizer.report import monthly_summary
+from rightsizer.tags import ChangeTag, Phase
 from tests.fakes.arm import DEFAULT_SKUS, FakeArm, FakeCredential, client_kwargs
 from tests.support.prometheus import (  # noqa: F401  (fixtures, used by name)
     StartPrometheus,
@@ -28,8 +30,9 @@ from tests.support.prometheus import (  # noqa: F401  (fixtures, used by name)
 pytestmark = pytest.mark.prometheus
 
 
-def recommend_args(config: Path) -> argparse.Namespace:
+def recommend_args(config: Path, textfile: Path | None = None) -> argparse.Namespace:
     return argparse.Namespace(
+        metrics_textfile=None if textfile is None else str(textfile),
         config=str(config),
         inventory=None,
         metrics=None,
@@ -88,7 +91,8 @@ act: {{validation_window_s: 0, health_signals: []}}
         assert cmd_approve(approve, compute=compute, out=io.StringIO()) == 0
         assert arm.vm("rg1", "big").tags[APPROVAL_TAG].startswith(f"{target}|finops-lead|Dana|")
 
-        assert run_recommend(recommend_args(config), io.StringIO(), gateway_factory=lambda: compute) == 0
+        textfile = tmp_path / "rightsizer.prom"
+        assert run_recommend(recommend_args(config, textfile), io.StringIO(), gateway_factory=lambda: compute) == 0
         vm = arm.vm("rg1", "big")
         assert (vm.size, vm.power_state) == (target, "running")
         assert vm.tags[PREVIOUS_SIZE_TAG].startswith("Standard_D16s_v5|")
@@ -103,4 +107,14 @@ act: {{validation_window_s: 0, health_signals: []}}
         month = time.strftime("%Y-%m", time.gmtime())
         summary = monthly_summary(audit_path, month)
         assert (summary.successes, summary.approvals) == (1, 1)
+        # The run's metrics: the change counted by the Alerter in the run's registry, the applied savings, the head.
+        exported = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(textfile.read_text(encoding="utf-8"))
+            for s in family.samples
+        }
+        assert exported[("rightsizer_changes_total", (("outcome", "done"),))] == 1
+        assert exported[("rightsizer_savings_monthly", (("state", "applied"),))] == pytest.approx(float(savings))
+        assert exported[("rightsizer_compliance_changes_total", ())] == 0
+        assert exported[("rightsizer_audit_head_info", (("hash", audit.verify().last_hash),))] == 1
         assert summary.monthly_savings_usd == pytest.approx(float(savings), abs=0.01)

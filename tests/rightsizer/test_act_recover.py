@@ -20,11 +20,11 @@ from rightsizer import audit as kinds
 from rightsizer.act.apply import Outcome, apply_recommendations
 from rightsizer.act.recover import recover_changes
 from rightsizer.act.settings import ActSettings
-from rightsizer.act.tags import CHANGE_TAG, ChangeTag, Phase
 from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, VmRef
 from rightsizer.domain import Action, Decision, Recommendation
 from rightsizer.settings import Settings
+from rightsizer.tags import CHANGE_TAG, ChangeTag, Phase
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, ManualClock, client_kwargs
 
 SUB = "00000000-0000-0000-0000-000000000001"

@@ -12,13 +12,13 @@ import pytest
 
 from rightsizer.act.cli import cmd_approve, cmd_recover, cmd_spot, register
 from rightsizer.act.settings import CHANGE_TAG, RECOMMENDATION_TAG
-from rightsizer.act.tags import ChangeTag, Phase
 from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, VmRef
 from rightsizer.cli import build_parser
 from rightsizer.decide.approvals import approval_status
 from rightsizer.domain import APPROVAL_TAG, PREVIOUS_SIZE_TAG, ApprovalTier
 from rightsizer.settings import Settings
+from rightsizer.tags import ChangeTag, Phase
 from tests.fakes.arm import FakeArm, FakeCredential, client_kwargs
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -188,8 +188,8 @@ def test_audit_verify_and_report_through_the_cli(tmp_path: Path, capsys: pytest.
     assert "$99.50" in capsys.readouterr().out
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     path.write_text(lines[0] + lines[2], encoding="utf-8")
-    assert main(["audit", "verify", "--audit-log", str(path)]) == 1
-    assert "TAMPERED at line 2" in capsys.readouterr().out
+    assert main(["audit", "verify", "--audit-log", str(path)]) == 4
+    assert "FAILED at line 2" in capsys.readouterr().out
     assert main(["report", "--month", "11/2026", "--audit-log", str(path)]) == 2
     assert "YYYY-MM" in capsys.readouterr().err
 
@@ -244,3 +244,33 @@ def test_commands_without_subscriptions_say_what_to_configure(
 ) -> None:
     assert main(["recover", "--audit-log", str(tmp_path / "a.jsonl")]) == 2
     assert "azure.subscriptions" in capsys.readouterr().err
+
+
+def test_audit_verify_cli_expectations_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    key_file = tmp_path / "audit.key"
+    key_file.write_text("s" * 32)
+    log = AuditLog(path, key=key_file.read_bytes())
+    log.append("decision", decision="auto")
+    base = ["audit", "verify", "--audit-log", str(path)]
+    assert main([*base, "--audit-key-file", str(key_file)]) == 0
+    out = capsys.readouterr().out
+    assert "OK, 1 records, keyed (HMAC-SHA256)" in out
+    head = out.strip().rsplit(" ", 1)[1]
+    assert main([*base, "--audit-key-file", str(key_file), "--expect-head", head]) == 0
+    assert main(base) == 4  # keyed log, no key
+    assert "pass the key" in capsys.readouterr().out
+    monkeypatch.setenv("FORESIGHT_AUDIT_KEY", "s" * 32)
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "--expect-head", "ab" * 32]) == 4
+    assert "is not in the chain" in capsys.readouterr().out
+    path.write_text("", encoding="utf-8")
+    assert main(base) == 4  # emptied: the head file says a record exists
+    assert "names record 1" in capsys.readouterr().out
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    assert main(["audit", "verify", "--audit-log", str(empty), "--min-records", "1"]) == 4
+    assert main(["audit", "verify", "--audit-log", str(tmp_path / "none.jsonl"), "--min-records", "1"]) == 4

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rightsizer import audit as kinds
-from rightsizer.audit import GENESIS_HASH, AuditLog, AuditLogError, monthly_report, monthly_summary, record_hash
+from rightsizer.audit import GENESIS_HASH, AuditLog, AuditLogError, record_hash
+from rightsizer.report import monthly_report, monthly_summary
 
 T0 = dt.datetime(2026, 11, 3, 2, 0, tzinfo=dt.UTC)
 
@@ -144,3 +145,134 @@ def test_monthly_report_counts_outcomes_and_savings(tmp_path: Path) -> None:
 def test_report_month_must_be_yyyy_mm(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="YYYY-MM"):
         monthly_report(tmp_path / "a.jsonl", "November")
+
+
+# -- expectations: an emptied or cut log, keyed chaining, an anchored head ------------------------------------
+
+KEY = b"k" * 32
+
+
+def test_an_emptied_log_fails_when_its_head_file_says_records_exist(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = filled(path, 3)
+    assert log.read_head() is not None and log.read_head().seq == 3  # type: ignore[union-attr]
+    path.write_text("", encoding="utf-8")
+    result = AuditLog(path).verify()
+    assert not result.ok and "names record 3" in result.reason and "cut off the end" in result.reason
+    filled(tmp_path / "b.jsonl", 4)
+    cut = tmp_path / "b.jsonl"
+    cut.write_text("".join(lines(cut)[:2]), encoding="utf-8")
+    assert not AuditLog(cut).verify().ok
+    assert AuditLog(cut).verify(use_head_file=False).ok  # the chain alone cannot tell
+
+
+def test_min_records_fails_on_an_empty_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text("", encoding="utf-8")
+    assert AuditLog(path).verify().ok
+    result = AuditLog(path).verify(min_records=1)
+    assert not result.ok and "0 records, at least 1 expected" in result.reason
+
+
+def _rehash_after_edit(path: Path, key: bytes | None) -> None:
+    """What someone with write access does: edit record 2, then recompute every hash after it."""
+    records = [json.loads(line) for line in lines(path)]
+    records[1]["decision"] = "skip"
+    prev = records[0]["hash"]
+    for record in records[1:]:
+        record["prev"] = prev
+        record["hash"] = record_hash(record, key)
+        prev = record["hash"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def test_a_rehashed_chain_passes_unkeyed_but_not_keyed(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.jsonl"
+    filled(plain, 4)
+    _rehash_after_edit(plain, None)
+    # What the unkeyed chain cannot find by itself; the head file does, unless it was rewritten too.
+    assert AuditLog(plain).verify(use_head_file=False).ok
+    assert not AuditLog(plain).verify().ok
+    keyed = tmp_path / "keyed.jsonl"
+    log = AuditLog(keyed, key=KEY)
+    for i in range(4):
+        log.append("decision", ts=T0, vm=f"vm{i}", decision="auto")
+    assert all(r["mac"] == "hmac-sha256" for r in log.records())
+    assert AuditLog(keyed, key=KEY).verify().ok
+    _rehash_after_edit(keyed, None)  # without the key: plain SHA-256 is all an attacker can compute
+    result = AuditLog(keyed, key=KEY).verify()
+    assert not result.ok and result.first_bad_line == 2 and "HMAC does not match" in result.reason
+    _rehash_after_edit(keyed, b"w" * 32)  # a wrong key
+    assert not AuditLog(keyed, key=KEY).verify().ok
+
+
+def test_keyed_and_unkeyed_modes_do_not_mix(tmp_path: Path) -> None:
+    keyed = tmp_path / "keyed.jsonl"
+    AuditLog(keyed, key=KEY).append("decision")
+    result = AuditLog(keyed).verify()
+    assert not result.ok and "pass the key" in result.reason
+    with pytest.raises(AuditLogError, match="keeps one mode"):
+        AuditLog(keyed).append("decision")
+    plain = filled(tmp_path / "plain.jsonl", 2)
+    with pytest.raises(AuditLogError, match="keeps one mode"):
+        AuditLog(plain.path, key=KEY).append("decision")
+    result = AuditLog(plain.path, key=KEY).verify()
+    assert not result.ok and "unkeyed record in a keyed check" in result.reason
+
+
+def test_an_anchored_head_finds_a_rehash_and_a_cut(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = filled(path, 4)
+    anchored = log.verify().last_hash
+    log.append("decision", ts=T0, vm="later")
+    assert log.verify(expect_head=anchored).ok  # the log grew: the anchored head is still in it
+    _rehash_after_edit(path, None)
+    result = AuditLog(path).verify(expect_head=anchored, use_head_file=False)
+    assert not result.ok and "is not in the chain" in result.reason
+
+
+def test_the_audit_key_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    from rightsizer.audit import AuditKeyError, load_audit_key
+
+    assert load_audit_key(None, env={}) is None
+    assert load_audit_key(None, env={"FORESIGHT_AUDIT_KEY": "e" * 20}) == b"e" * 20
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"f" * 24 + b"\n")
+    assert load_audit_key(key_file, env={"FORESIGHT_AUDIT_KEY": "e" * 20}) == b"f" * 24
+    key_file.write_bytes(b"short")
+    with pytest.raises(AuditKeyError, match="at least 16 bytes"):
+        load_audit_key(key_file)
+    with pytest.raises(AuditKeyError, match="cannot read audit key file"):
+        load_audit_key(tmp_path / "missing")
+
+
+def test_monthly_report_groups_by_a_tag_with_untagged_vms_apart(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    nov = dt.datetime(2026, 11, 10, tzinfo=dt.UTC)
+    team_a = {"Owner": "team-a"}
+    log.append(
+        kinds.DECISION, ts=nov, vm="a1", decision="auto", action="resize", monthly_savings_usd=100.0, tags=team_a
+    )
+    log.append(kinds.DECISION, ts=nov, vm="a2", decision="skip", action="none", monthly_savings_usd=0.0, tags=team_a)
+    log.append(
+        kinds.DECISION,
+        ts=nov,
+        vm="b1",
+        decision="needs-approval",
+        action="resize",
+        monthly_savings_usd=300.0,
+        tags={"owner": "team-b"},
+    )
+    log.append(kinds.DECISION, ts=nov, vm="x1", decision="auto", action="resize", monthly_savings_usd=40.0, tags={})
+    log.append(kinds.CHANGE_RECORDED, ts=nov, change_id="c1", vm="a1", monthly_savings_usd=100.0, tags=team_a)
+    log.append(kinds.CHANGE_DONE, ts=nov, change_id="c1", vm="a1", monthly_savings_usd=100.0)
+    summary = monthly_summary(path, "2026-11", group_by="owner")
+    groups = {g.group: g for g in summary.groups}
+    assert list(groups) == ["team-a", "team-b", "(untagged)"]
+    assert (groups["team-a"].vms, groups["team-a"].recommended_monthly_savings_usd) == (2, 100.0)
+    assert (groups["team-a"].changes_in_effect, groups["team-a"].in_effect_monthly_savings_usd) == (1, 100.0)
+    assert groups["team-b"].recommended_monthly_savings_usd == 300.0 and groups["team-b"].changes_in_effect == 0
+    assert groups["(untagged)"].recommended_monthly_savings_usd == 40.0
+    text = monthly_report(path, "2026-11", group_by="owner")
+    assert "By tag 'owner'" in text and "team-b" in text and "$300.00" in text

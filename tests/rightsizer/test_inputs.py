@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rightsizer.domain import Priority
+from rightsizer.files import FileProblem
 from rightsizer.inputs import InputError, load_inventory, load_inventory_with_as_of, load_metrics_csv, parse_inventory
 from rightsizer.metrics import NoUsage, VmUsage, usage_from_raw
 from rightsizer.settings import MetricsSettings
@@ -76,7 +77,7 @@ def test_inventory_shape_and_duplicates(tmp_path: Path) -> None:
         parse_inventory({"machines": []})
     with pytest.raises(InputError, match="duplicate id"):
         parse_inventory([GOOD_VM, GOOD_VM])
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(FileProblem, match="not valid JSON"):
         load_inventory(write(tmp_path, "bad.json", "[{"))
 
 
@@ -103,19 +104,34 @@ def test_gzipped_metrics(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("web-1,yesterday,12,40", "row 3: 'timestamp'='yesterday' is neither epoch seconds nor ISO 8601"),
-        ("web-1,1790000000,lots,40", "row 3: 'cpu_percent'='lots' is not a number"),
-        ("web-1,1790000000,,40", "row 3: 'cpu_percent' is empty"),
-        ("web-1,1790000000,12,-3", "row 3: 'memory_percent'=-3 outside 0-150 percent"),
-        ("web-1,1790000000000,12,40", "row 3: 'timestamp'='1790000000000' is neither"),
         (",1790000000,12,40", "row 3: 'vm' is empty"),
         ("web-1,1790000000", "row 3: 2 fields, expected 4"),
+        ("web-1,1790000000," + "9" * 5000 + ",40", "row 3: a field of 5000 characters (at most 1024 accepted)"),
     ],
 )
-def test_bad_metric_rows_are_named(tmp_path: Path, row: str, message: str) -> None:
+def test_malformed_metric_rows_refuse_the_file(tmp_path: Path, row: str, message: str) -> None:
     text = f"vm,timestamp,cpu_percent,memory_percent\nweb-1,1790000000,10,40\n{row}\n"
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_metrics_csv(write(tmp_path, "m.csv", text))
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("web-1,yesterday,12,40", "row 3: 'timestamp'='yesterday' is neither epoch seconds nor ISO 8601"),
+        ("web-1,1790000000,lots,40", "row 3: 'cpu_percent'='lots' is not a number; expected a percentage 0-100"),
+        ("web-1,1790000000,1_000,40", "row 3: 'cpu_percent'='1_000' is not a number"),
+        ("web-1,1790000000,\u0661\u0662,40", "row 3: 'cpu_percent'='\u0661\u0662' is not a number"),
+        ("web-1,1790000000,,40", "row 3: 'cpu_percent' is empty"),
+        ("web-1,1790000000000,12,40", "row 3: 'timestamp'='1790000000000' is neither"),
+    ],
+)
+def test_bad_metric_values_are_the_vms_problem_naming_the_row(tmp_path: Path, row: str, message: str) -> None:
+    text = f"vm,timestamp,cpu_percent,memory_percent\nweb-1,1790000000,10,40\nok-1,1790000000,10,40\n{row}\n"
+    raw = load_metrics_csv(write(tmp_path, "m.csv", text))
+    assert raw["ok-1"].problems == ()
+    problems = raw["web-1"].problems
+    assert len(problems) == 1 and message.replace("row 3", "row 4") in problems[0], problems
 
 
 def test_bad_metrics_header(tmp_path: Path) -> None:

@@ -9,18 +9,18 @@ import pytest
 
 from rightsizer import audit as kinds
 from rightsizer.act.settings import SPOT_STATE_TAG, SpotSettings
+from rightsizer.act.spot import run_spot_pass
 from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, ScaleSetInfo, ScaleSetRef
-from rightsizer.domain import Action, Decision, PowerState, Priority, VmInfo
-from rightsizer.spot import (
+from rightsizer.decide.spot import (
     ANY_ZONE,
     Offering,
     SpotState,
     plan_spot,
     regular_target,
-    run_spot_pass,
     spot_move_recommendation,
 )
+from rightsizer.domain import Action, Decision, PowerState, Priority, VmInfo
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, client_kwargs
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -193,7 +193,7 @@ def test_a_pass_replaces_evicted_spot_with_regular_and_returns_later(fake_arm: F
     fake_arm.evict("rg1", spot[1].name)
 
     ref = ScaleSetRef(SUB, "rg1", "pool")
-    result = run_spot_pass(compute, compute.get_scale_set(ref), settings, at(0), audit)
+    result = run_spot_pass(compute, compute.get_scale_set(ref), settings, at(0), audit, dry_run=False)
     assert (result.replaced_evicted, result.capacity_restored) == (2, True)
     assert running(fake_arm) == (4, 6)
     assert len(fake_arm.scale_set_instances("rg1", "pool")) == 10
@@ -202,9 +202,9 @@ def test_a_pass_replaces_evicted_spot_with_regular_and_returns_later(fake_arm: F
     assert SpotState.decode(info.tags[SPOT_STATE_TAG]).evictions == (at(0).timestamp(),) * 2
     assert [r["kind"] for r in audit.records()] == [kinds.SPOT]
 
-    result = run_spot_pass(compute, compute.get_scale_set(ref), settings, at(10), audit)
+    result = run_spot_pass(compute, compute.get_scale_set(ref), settings, at(10), audit, dry_run=False)
     assert result.returned_to_spot == 0 and running(fake_arm) == (4, 6)
-    result = run_spot_pass(compute, compute.get_scale_set(ref), settings, at(31), audit)
+    result = run_spot_pass(compute, compute.get_scale_set(ref), settings, at(31), audit, dry_run=False)
     assert result.returned_to_spot == 2
     assert running(fake_arm) == (2, 8)
     assert len(fake_arm.scale_set_instances("rg1", "pool")) == 10
@@ -216,7 +216,7 @@ def test_no_spot_capacity_on_return_keeps_regular_and_remembers(fake_arm: FakeAr
     ref = ScaleSetRef(SUB, "rg1", "pool")
     spot = [vm for vm in fake_arm.scale_set_instances("rg1", "pool") if vm.priority == "Spot"]
     fake_arm.evict("rg1", spot[0].name)
-    run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(0))
+    run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(0), dry_run=False)
     assert running(fake_arm) == (3, 7)
     fake_arm.add_fault(
         Fault(
@@ -227,14 +227,19 @@ def test_no_spot_capacity_on_return_keeps_regular_and_remembers(fake_arm: FakeAr
             code="SkuNotAvailable",
         )
     )
-    result = run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(31))
+    result = run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(31), dry_run=False)
     assert result.returned_to_spot == 0 and result.errors == ("Spot surge failed: SkuNotAvailable",)
     assert running(fake_arm) == (3, 7)
     state = SpotState.decode(compute.get_scale_set(ref).tags[SPOT_STATE_TAG])
     assert any(o.zone == ANY_ZONE and code == "SkuNotAvailable" for o, _, code in state.unavailable)
     # Within the hour nothing is tried; after it, the stand-in goes back to Spot.
-    assert run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(80)).mode == "regular-unavailable"
-    assert run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(92)).returned_to_spot == 1
+    assert (
+        run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(80), dry_run=False).mode
+        == "regular-unavailable"
+    )
+    assert (
+        run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(92), dry_run=False).returned_to_spot == 1
+    )
     assert running(fake_arm) == (2, 8)
 
 
@@ -253,10 +258,25 @@ def test_no_regular_capacity_keeps_the_evicted_instances_and_says_so(fake_arm: F
             code="ZonalAllocationFailed",
         )
     )
-    result = run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(0))
+    result = run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(0), dry_run=False)
     assert not result.capacity_restored
     assert result.errors == ("regular replacement failed: ZonalAllocationFailed",)
     instances = fake_arm.scale_set_instances("rg1", "pool")
     assert len(instances) == 10 and fake_arm.vm("rg1", spot[0].name).power_state == "deallocated"
     state = SpotState.decode(compute.get_scale_set(ref).tags[SPOT_STATE_TAG])
     assert any(o.priority is Priority.REGULAR and code == "ZonalAllocationFailed" for o, _, code in state.unavailable)
+
+
+def test_the_spot_pass_takes_dry_run_itself_and_writes_nothing_by_default(fake_arm: FakeArm, tmp_path: Path) -> None:
+    fake_arm.add_scale_set("rg1", "pool", SIZE, 10, regular_percentage_above_base=20)
+    compute = ComputeGateway(FakeCredential(), **client_kwargs(fake_arm))
+    spot = [vm for vm in fake_arm.scale_set_instances("rg1", "pool") if vm.priority == "Spot"]
+    fake_arm.evict("rg1", spot[0].name)
+    ref = ScaleSetRef(SUB, "rg1", "pool")
+    before = len(fake_arm.requests)
+    result = run_spot_pass(compute, compute.get_scale_set(ref), SpotSettings(), at(0), AuditLog(tmp_path / "a.jsonl"))
+    assert result.dry_run and result.plan is not None and result.plan.delete_evicted
+    assert result.replaced_evicted == 0
+    writes = [r for r in fake_arm.requests[before:] if r.method not in ("GET", "HEAD")]
+    assert writes == []
+    assert running(fake_arm) == (2, 7)

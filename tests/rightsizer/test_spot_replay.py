@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 
 from rightsizer.act.settings import SpotSettings
+from rightsizer.act.spot import run_spot_pass
 from rightsizer.audit import AuditLog
 from rightsizer.azure import ComputeGateway, ScaleSetRef, VmRef
-from rightsizer.spot import run_spot_pass
 from tests.fakes.arm import FakeArm, FakeCredential, client_kwargs
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -76,7 +76,7 @@ def replay(fake_arm: FakeArm, tmp_path: Path) -> None:
 
         if step % PASS_EVERY_STEPS:
             continue
-        result = run_spot_pass(compute, compute.get_scale_set(ref), settings, now, audit)
+        result = run_spot_pass(compute, compute.get_scale_set(ref), settings, now, audit, dry_run=False)
         modes.add(result.mode)
         returned_total += result.returned_to_spot
         instances = fake_arm.scale_set_instances("rg1", "pool")

@@ -1,6 +1,7 @@
-"""Spot fallback for scale sets, and Spot-move recommendations for standalone VMs.
+"""Spot planning (pure, ``now`` passed in): what one pass does for a scale set with Spot instances, and the
+Spot-move recommendation for a standalone VM. Acting on a plan is :mod:`rightsizer.act.spot`.
 
-Scale sets (acted on, one pass per CronJob run):
+Scale sets:
 
 - The regular share is kept with Azure's Spot Priority Mix: ``baseRegularPriorityCount`` plus
   ``regularPriorityPercentageAboveBase`` (default 0 + 20 %). Base regular instances are never evicted.
@@ -16,8 +17,6 @@ Scale sets (acted on, one pass per CronJob run):
   then remove the stand-ins, so capacity never dips).
 - State between runs lives in the scale set's tag ``finops.ai/spot-state`` (compact, <= 256 characters).
 
-Deciding is pure (:func:`plan_spot`, ``now`` passed in); :func:`run_spot_pass` acts through the gateway.
-
 Standalone VMs: priority cannot change in place (``VMPriorityCannotBeApplied``), so
 :func:`spot_move_recommendation` only recommends (``RECOMMEND_ONLY``), with the Spot price and eviction risk.
 """
@@ -28,14 +27,11 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import structlog
 
-from rightsizer import audit as audit_kinds
 from rightsizer.act.settings import SPOT_STATE_TAG, SpotSettings
-from rightsizer.audit import AuditLog
-from rightsizer.azure.errors import AzureError, CapacityError
-from rightsizer.azure.gateway import ComputeGateway, ScaleSetInfo, VmRef
 from rightsizer.domain import (
     HOURS_PER_MONTH,
     Action,
@@ -45,9 +41,14 @@ from rightsizer.domain import (
     Recommendation,
     VmInfo,
 )
+from rightsizer.tags import spot_eligible
+
+if TYPE_CHECKING:
+    from rightsizer.azure.gateway import ScaleSetInfo
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
+
 
 ANY_ZONE = "*"
 TAG_VALUE_LIMIT = 256
@@ -166,8 +167,11 @@ class SpotPlan:
 
 
 def _instance_id(vm: VmInfo) -> str:
-    ref = VmRef.parse(vm.id)
-    return ref.instance_id if ref.instance_id is not None else vm.name
+    """A uniform scale set's instance id (the last segment of ``.../virtualMachineScaleSets/<ss>/virtualMachines/
+    <id>``); a Flexible scale set's instances are ordinary VMs, named by their name."""
+    if "/virtualmachinescalesets/" in vm.id.lower():
+        return vm.id.rstrip("/").rsplit("/", 1)[1]
+    return vm.name
 
 
 def plan_spot(
@@ -236,132 +240,6 @@ def plan_spot(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SpotPassResult:
-    scale_set: str
-    mode: str
-    replaced_evicted: int
-    returned_to_spot: int
-    capacity_restored: bool
-    reasons: tuple[str, ...]
-    errors: tuple[str, ...] = ()
-
-
-def run_spot_pass(
-    compute: ComputeGateway,
-    scale_set: ScaleSetInfo,
-    settings: SpotSettings,
-    now: dt.datetime,
-    audit: AuditLog | None = None,
-) -> SpotPassResult:
-    """Observe, plan and act for one scale set; the new state is written to its tag."""
-    bound = log.bind(scale_set=scale_set.name)
-    ref = scale_set.ref
-    instances = compute.list_scale_set_instances(scale_set)
-    state = SpotState.decode(scale_set.tags.get(SPOT_STATE_TAG))
-    plan = plan_spot(scale_set, instances, state, settings, now)
-    state = plan.state
-    errors: list[str] = []
-    now_s = now.timestamp()
-    restored = True
-    if plan.delete_evicted:
-        # Surge regular first, then remove the evicted instances: capacity never dips, and if no regular
-        # capacity is to be had the evicted (deallocated) instances stay for a later start.
-        try:
-            compute.update_scale_set(
-                ref,
-                capacity=plan.capacity + len(plan.delete_evicted),
-                base_regular_count=plan.base_regular_count,
-                regular_percentage_above_base=plan.fill_percentage,
-                size=scale_set.size,
-            )
-        except CapacityError as error:
-            restored = False
-            errors.append(f"regular replacement failed: {error.code}")
-            state = state.mark_unavailable(
-                Offering(scale_set.size, ANY_ZONE, Priority.REGULAR), now_s + settings.ttl_for(error.code), error.code
-            )
-        else:
-            compute.delete_scale_set_instances(ref, plan.delete_evicted)
-    returned = 0
-    if plan.rebalance_regular:
-        try:
-            compute.update_scale_set(
-                ref,
-                capacity=plan.capacity + len(plan.rebalance_regular),
-                base_regular_count=plan.base_regular_count,
-                regular_percentage_above_base=plan.policy_percentage,
-                size=scale_set.size,
-            )
-        except CapacityError as error:
-            errors.append(f"Spot surge failed: {error.code}")
-            state = state.mark_unavailable(
-                Offering(scale_set.size, ANY_ZONE, Priority.SPOT),
-                now_s + settings.ttl_for(error.code),
-                error.code,
-            )
-        else:
-            compute.delete_scale_set_instances(ref, plan.rebalance_regular)
-            returned = len(plan.rebalance_regular)
-    current_policy = (scale_set.base_regular_count, scale_set.regular_percentage_above_base)
-    wanted_policy = (plan.base_regular_count, plan.policy_percentage)
-    if plan.delete_evicted or plan.rebalance_regular or current_policy != wanted_policy:
-        try:
-            compute.update_scale_set(
-                ref,
-                base_regular_count=plan.base_regular_count,
-                regular_percentage_above_base=plan.policy_percentage,
-            )
-        except AzureError as error:
-            errors.append(f"setting the priority mix failed: {error}")
-    encoded = state.encode()
-    if encoded != scale_set.tags.get(SPOT_STATE_TAG):
-        compute.set_scale_set_tags(ref, {SPOT_STATE_TAG: encoded})
-    result = SpotPassResult(
-        scale_set=scale_set.name,
-        mode=plan.mode,
-        replaced_evicted=len(plan.delete_evicted) if restored else 0,
-        returned_to_spot=returned,
-        capacity_restored=restored,
-        reasons=plan.reasons,
-        errors=tuple(errors),
-    )
-    if plan.reasons or errors:
-        bound.info("spot.pass", mode=plan.mode, reasons=list(plan.reasons), errors=errors)
-        if audit is not None:
-            audit.append(
-                audit_kinds.SPOT,
-                scale_set=scale_set.id,
-                mode=plan.mode,
-                replaced_evicted=result.replaced_evicted,
-                returned_to_spot=returned,
-                reasons=list(plan.reasons),
-                errors=errors,
-            )
-    return result
-
-
-def run_spot_fallback(
-    compute: ComputeGateway,
-    subscription_id: str,
-    resource_groups: Sequence[str] | None,
-    settings: SpotSettings,
-    now: dt.datetime,
-    audit: AuditLog | None = None,
-) -> list[SpotPassResult]:
-    """One pass over every scale set with Spot instances in the subscription / resource groups."""
-    results = []
-    for scale_set in compute.list_scale_sets(subscription_id, resource_groups):
-        if scale_set.priority is not Priority.SPOT:
-            continue
-        try:
-            results.append(run_spot_pass(compute, scale_set, settings, now, audit))
-        except AzureError as error:
-            log.warning("spot.pass_failed", scale_set=scale_set.name, error=str(error))
-            results.append(SpotPassResult(scale_set.name, "error", 0, 0, False, (), (str(error),)))
-    return results
-
-
 # -- standalone VMs: recommend only -------------------------------------------------------------------------
 
 
@@ -377,7 +255,7 @@ def spot_move_recommendation(
     apply (already Spot, part of a scale set, opted out of Spot, no price, no saving)."""
     if vm.priority is Priority.SPOT or vm.scale_set is not None:
         return None
-    if vm.tags.get("finops.ai/spot-eligible", "").lower() == "false":
+    if not spot_eligible(vm.tags):
         return None
     if ondemand_hourly_usd is None or spot_hourly_usd is None:
         return None
