@@ -27,7 +27,8 @@ Search. Reactive: for each scale-down stabilisation window, a bisection on the t
 that meets the service level). Predictive: a coordinate search from the defaults over predictHorizon,
 predictQuantile, minConfidence, the threshold (predictive may need headroom too: the HPA does not scale for
 demand within its 10 % tolerance, whatever the metric foresees) and the window; each pass tries every value
-of one setting with the others fixed, until a full pass changes nothing (at most ``MAX_ROUNDS``).
+of one setting with the others fixed, until a full pass changes nothing (at most ``MAX_ROUNDS``); then the
+threshold is refined by bisection between the chosen grid value and the next one up.
 """
 
 from __future__ import annotations
@@ -401,6 +402,19 @@ def tune(
                     best = scored
         if best.candidate == before:
             break
+    # Refine: the threshold grid is coarse (5 % steps); bisect between the chosen threshold and the next one up
+    # for the largest that still meets the service level and the cap, as the reactive search does.
+    higher = [t for t in dims[3][1] if t > best.candidate.target_value]
+    if best.feasible and higher:
+        lo_t, hi_t = best.candidate.target_value, min(higher)
+        while hi_t - lo_t > REACTIVE_WIDTH_FRACTION * threshold:
+            mid = predictive_at(replace(best.candidate, target_value=0.5 * (lo_t + hi_t)))
+            if mid.feasible:
+                lo_t = mid.candidate.target_value
+                if mid.key() < best.key():
+                    best = mid
+            else:
+                hi_t = mid.candidate.target_value
 
     notes: list[str] = []
     for label, s in (("reactive", best_reactive), ("predictive", best)):
