@@ -14,23 +14,26 @@ minutes). :meth:`ModelCache.request_refit` makes a key due now.
 Fits run on daemon threads (:class:`forecasting.workers.WorkerPool`): a fit blocked in I/O never holds the
 process at exit, and :meth:`ModelCache.stop` returns within its timeout.
 
-Persistence (optional, ``persist_dir``): after each successful fit the model is written to
-``<persist_dir>/<sha256(key)[:32]>.json`` (``ServingModel.to_json()``; written to a temporary file and
-renamed, so a reader never sees half a file). :meth:`ModelCache.register` loads that file when it is
-readable and in the current format version; anything else is logged and ignored.
+Storage beyond memory goes through a :class:`forecasting.store.ModelStore`: with ``persist_dir`` alone a
+:class:`~forecasting.store.FileModelStore` (``<persist_dir>/<sha256(key)[:32]>.json``, the versioned JSON of
+``ServingModel.to_json()``, written atomically); or a store given by the caller, which other processes may share.
+:meth:`ModelCache.register` loads a stored model when there is a readable one in the current format. Each model
+has a *generation* (1, 2, ...): a fit stores generation + 1, and :meth:`ModelCache.adopt` takes a model another
+process stored only when its generation is higher, so a key's generation never goes back.
+
+With a shared store a due fit is first *claimed* there: when another process fits the key or fitted it
+recently the claim is refused with the shared due time, which becomes this process's due time; nothing is
+fitted twice. While the store is unreachable fits wait (the last good model keeps serving) and are retried
+every ``store_retry_s``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
-import json
 import math
-import os
 import random
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -41,6 +44,7 @@ from pathlib import Path
 import structlog
 
 from forecasting.serving import ServingModel
+from forecasting.store import FileModelStore, FitClaim, ModelStore, StoredModel, StoreUnavailable
 from forecasting.workers import WorkerPool
 
 FitFunction = Callable[[str, ServingModel | None], ServingModel]
@@ -68,6 +72,11 @@ class CacheSettings:
     max_retry_after_failure_s: float = 6 * 3600.0
     """The longest delay between retries of a fit that keeps failing."""
     persist_dir: Path | None = None
+    store_retry_s: float = 5.0
+    """With a shared store that cannot be reached, a due fit is retried this much later."""
+    claim_spread_s: float = 1.0
+    """With a shared store, each process tries to claim a due fit up to this much (at random) after it is due,
+    the last fitter too, so fits spread evenly over the processes instead of staying with the first one."""
 
     def __post_init__(self) -> None:
         if self.max_entries < 1:
@@ -143,6 +152,7 @@ class _Entry:
         "consecutive_failures",
         "fit_fn",
         "fitting",
+        "generation",
         "key",
         "last_error",
         "last_fit_duration_s",
@@ -159,6 +169,7 @@ class _Entry:
         self.fit_fn = fit_fn
         self.refit_interval_s = refit_interval_s
         self.model: ServingModel | None = None
+        self.generation = 0
         self.nbytes = 0
         self.fitting = False
         self.next_refit_at = 0.0
@@ -183,6 +194,7 @@ class ModelCache:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_fit: Callable[[FitOutcome], None] | None = None,
+        store: ModelStore | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -206,8 +218,9 @@ class ModelCache:
         self._pool: WorkerPool | None = None
         self._scheduler: threading.Thread | None = None
         self._stopping = False
-        if settings.persist_dir is not None:
-            settings.persist_dir.mkdir(parents=True, exist_ok=True)
+        if store is None and settings.persist_dir is not None:
+            store = FileModelStore(settings.persist_dir)
+        self._store = store
 
     @property
     def settings(self) -> CacheSettings:
@@ -227,6 +240,34 @@ class ModelCache:
             self._entries.move_to_end(key)
             self._hits += 1
             return entry.model
+
+    def generation(self, key: str) -> int:
+        """Generation of the model held for ``key`` (0: none)."""
+        entry = self._entries.get(key)
+        return 0 if entry is None or entry.model is None else entry.generation
+
+    def current(self, key: str) -> tuple[ServingModel | None, int]:
+        """The model for ``key`` and its generation, read together ((None, 0) when there is none)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.model is None:
+                return None, 0
+            return entry.model, entry.generation
+
+    def adopt(self, key: str, stored: StoredModel) -> bool:
+        """Take a model another process stored, when ``key`` is registered and ``stored`` is a newer generation."""
+        if stored.model.key != key:
+            return False
+        with self._changed:
+            entry = self._entries.get(key)
+            if entry is None or stored.generation <= entry.generation:
+                return False
+            self._bytes += stored.model.nbytes - entry.nbytes
+            entry.model = stored.model
+            entry.generation = stored.generation
+            entry.nbytes = stored.model.nbytes
+            self._evict(keep=key)
+        return True
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -256,7 +297,7 @@ class ModelCache:
                     existing.refit_interval_s = refit_interval_s
                 self._entries.move_to_end(key)
                 return
-        loaded = self._load_persisted(key)  # file I/O outside the lock
+        loaded = self._load_stored(key)  # I/O outside the lock
         with self._changed:
             existing = self._entries.get(key)
             if existing is not None:  # registered concurrently while we read the file
@@ -267,30 +308,37 @@ class ModelCache:
             now = self._clock()
             entry.next_refit_at = now
             if loaded is not None:
-                entry.model = loaded
-                entry.nbytes = loaded.nbytes
+                entry.model = loaded.model
+                entry.generation = loaded.generation
+                entry.nbytes = loaded.model.nbytes
                 self._bytes += entry.nbytes
-                if loaded.covers(now, 0.0):
-                    entry.next_refit_at = loaded.fitted_at + self._jittered_interval(entry)
+                if loaded.model.covers(now, 0.0):
+                    entry.next_refit_at = loaded.model.fitted_at + self._jittered_interval(entry)
             self._entries[key] = entry
             self._push_due(entry)
             self._evict(keep=key)
             self._changed.notify_all()
 
     def unregister(self, key: str) -> None:
-        """Forget ``key`` (a running fit's result is dropped). Its persisted file is kept."""
+        """Forget ``key`` (a running fit's result is dropped). Its stored model is kept."""
         with self._changed:
             entry = self._entries.pop(key, None)
             if entry is not None:
                 self._bytes -= entry.nbytes
                 self._changed.notify_all()
+        if entry is not None and self._store is not None:
+            self._store.forget(key)
 
     def request_refit(self, key: str) -> bool:
         """Make ``key`` due now and start its fit when a worker is free.
 
         False when a fit for ``key`` is already running (nothing is queued then) or when ``key`` is not
-        registered (it may have been evicted: register it again).
+        registered (it may have been evicted: register it again). With a shared store the key is made due there
+        too, so whichever process claims it first fits it.
         """
+        if self._store is not None and self._store.shared and key in self._entries:
+            with contextlib.suppress(StoreUnavailable):
+                self._store.request_fit(key, self._clock())
         with self._changed:
             entry = self._entries.get(key)
             if entry is None:
@@ -468,7 +516,43 @@ class ModelCache:
         return started
 
     def _fit(self, entry: _Entry, previous: ServingModel | None, started_at: float) -> None:
+        try:
+            claim = self._claim(entry, started_at)
+            if claim is None:
+                return
+            self._fit_claimed(entry, previous, started_at, claim)
+        finally:
+            # The worker counts as busy until its report is delivered, so wait_idle() covers on_fit too.
+            with self._changed:
+                self._running -= 1
+                if not self._stopping:
+                    self._start_due(self._clock())
+                self._changed.notify_all()
+
+    def _claim(self, entry: _Entry, now: float) -> FitClaim | None:
+        """With a shared store: the claim, or None after rescheduling ``entry`` to when it is due there."""
+        store = self._store
+        if store is None or not store.shared:
+            return FitClaim(key=entry.key, token="")
+        try:
+            result = store.claim_fit(entry.key, now)
+        except StoreUnavailable as exc:
+            due = now + self._settings.store_retry_s
+            self._log.info("fit postponed: the shared store is unreachable", key=entry.key, error=str(exc))
+        else:
+            if isinstance(result, FitClaim):
+                return result
+            due = max(result.due_at, now + 0.001) + self._rng.uniform(0.0, self._settings.claim_spread_s)
+        with self._changed:
+            if self._entries.get(entry.key) is entry:
+                entry.fitting = False
+                entry.next_refit_at = due
+                self._push_due(entry)
+        return None
+
+    def _fit_claimed(self, entry: _Entry, previous: ServingModel | None, started_at: float, claim: FitClaim) -> None:
         key = entry.key
+        base_generation = entry.generation
         t0 = time.perf_counter()
         model: ServingModel | None = None
         error: str | None = None
@@ -483,60 +567,70 @@ class ModelCache:
             error = _short(f"{type(exc).__name__}: {exc}")
             self._log.warning("model fit failed", key=key, error=error, has_previous=previous is not None)
         duration = time.perf_counter() - t0
-        if model is not None and self._settings.persist_dir is not None:
-            self._persist(key, model)
+        generation = base_generation + 1
+        stored_generation = generation
+        if model is not None:
+            stored_generation = self._save(key, model, generation)
+        # Another process stored a newer model while this one was fitted: that one is taken instead.
+        superseded = stored_generation > generation
         finished = started_at
         current = False
-        try:
-            with self._changed:
-                finished = self._clock()
-                self._fits_total += 1
-                self._durations.append(duration)
-                current = self._entries.get(key) is entry
-                if model is None:
-                    self._failures_total += 1
-                if current:
-                    entry.fitting = False
-                    entry.last_fit_finished = finished
-                    entry.last_fit_duration_s = duration
-                    if model is not None:
+        next_due: float | None = None
+        with self._changed:
+            finished = self._clock()
+            self._fits_total += 1
+            self._durations.append(duration)
+            current = self._entries.get(key) is entry
+            if model is None:
+                self._failures_total += 1
+            if current:
+                entry.fitting = False
+                entry.last_fit_finished = finished
+                entry.last_fit_duration_s = duration
+                if model is not None:
+                    if not superseded and generation > entry.generation:
                         self._bytes += model.nbytes - entry.nbytes
                         entry.model = model
+                        entry.generation = generation
                         entry.nbytes = model.nbytes
-                        entry.last_error = None
-                        entry.consecutive_failures = 0
-                        entry.next_refit_at = finished + self._jittered_interval(entry)
-                    else:
-                        entry.last_error = error
-                        entry.consecutive_failures += 1
-                        entry.next_refit_at = finished + self._retry_delay(entry.consecutive_failures)
-                    self._push_due(entry)
-                    if model is not None:
-                        self._evict(keep=key)
-            if model is not None:
-                self._log.info("model fitted", key=key, model=model.name, duration_s=round(duration, 3))
-            if self._on_fit is not None:
-                outcome = FitOutcome(
-                    key=key,
-                    ok=model is not None,
-                    started_at=started_at,
-                    finished_at=finished,
-                    duration_s=duration,
-                    error=error,
-                    model=model,
-                    discarded=not current,
-                )
-                try:
-                    self._on_fit(outcome)
-                except Exception:
-                    self._log.exception("on_fit callback failed", key=key)
-        finally:
-            # The worker counts as busy until its report is delivered, so wait_idle() covers on_fit too.
-            with self._changed:
-                self._running -= 1
-                if not self._stopping:
-                    self._start_due(self._clock())
-                self._changed.notify_all()
+                    entry.last_error = None
+                    entry.consecutive_failures = 0
+                    entry.next_refit_at = finished + self._jittered_interval(entry)
+                else:
+                    entry.last_error = error
+                    entry.consecutive_failures += 1
+                    entry.next_refit_at = finished + self._retry_delay(entry.consecutive_failures)
+                next_due = entry.next_refit_at
+                if self._store is not None and self._store.shared:
+                    entry.next_refit_at += self._rng.uniform(0.0, self._settings.claim_spread_s)
+                self._push_due(entry)
+                if model is not None:
+                    self._evict(keep=key)
+        if self._store is not None and self._store.shared:
+            if superseded:
+                with contextlib.suppress(StoreUnavailable):
+                    newer = self._store.load(key)
+                    if newer is not None:
+                        self.adopt(key, newer)
+            with contextlib.suppress(StoreUnavailable):
+                self._store.finish_fit(claim, next_due if next_due is not None else finished)
+        if model is not None:
+            self._log.info("model fitted", key=key, model=model.name, duration_s=round(duration, 3))
+        if self._on_fit is not None:
+            outcome = FitOutcome(
+                key=key,
+                ok=model is not None,
+                started_at=started_at,
+                finished_at=finished,
+                duration_s=duration,
+                error=error,
+                model=model,
+                discarded=not current,
+            )
+            try:
+                self._on_fit(outcome)
+            except Exception:
+                self._log.exception("on_fit callback failed", key=key)
 
     def _evict(self, keep: str | None) -> None:
         s = self._settings
@@ -560,63 +654,32 @@ class ModelCache:
             self._evictions_total += 1
             self._log.info("model cache evicted", key=victim, reason=reason, bytes=entry.nbytes)
 
-    # --- persistence -------------------------------------------------------------------------------
+    # --- the store ---------------------------------------------------------------------------------
 
     def persist_path(self, key: str) -> Path | None:
-        """Where the model for ``key`` is persisted (None without ``persist_dir``)."""
-        if self._settings.persist_dir is None:
-            return None
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-        return self._settings.persist_dir / f"{digest}.json"
+        """Where the model for ``key`` is persisted (None unless the store is a directory of files)."""
+        return self._store.path(key) if isinstance(self._store, FileModelStore) else None
 
-    def _persist(self, key: str, model: ServingModel) -> None:
-        path = self.persist_path(key)
-        assert path is not None
-        tmp_name: str | None = None
+    def _save(self, key: str, model: ServingModel, generation: int) -> int:
+        """Store ``model``; returns the generation stored afterwards (``generation`` also when storing failed)."""
+        if self._store is None:
+            return generation
         try:
-            text = json.dumps(model.to_json(), separators=(",", ":"))
-            with tempfile.NamedTemporaryFile(
-                "w", encoding="utf-8", dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False
-            ) as fh:
-                tmp_name = fh.name
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, path)
-            tmp_name = None
-        except (OSError, TypeError, ValueError) as exc:
+            return self._store.save(key, model, generation)
+        except (OSError, TypeError, ValueError, StoreUnavailable) as exc:
             with self._lock:
                 self._persist_failures_total += 1
-            self._log.warning("could not persist model", key=key, path=str(path), error=str(exc))
-        finally:
-            if tmp_name is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
+            self._log.warning("could not store model", key=key, store=repr(self._store), error=str(exc))
+            return generation
 
-    def _load_persisted(self, key: str) -> ServingModel | None:
-        path = self.persist_path(key)
-        if path is None:
+    def _load_stored(self, key: str) -> StoredModel | None:
+        if self._store is None:
             return None
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            return self._store.load(key)
+        except StoreUnavailable as exc:
+            self._log.info("stored model not read: the store is unreachable", key=key, error=str(exc))
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            self._log.warning("ignoring unreadable persisted model", key=key, path=str(path), error=str(exc))
-            return None
-        try:
-            doc = json.loads(text)
-            if not isinstance(doc, dict):
-                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
-            model = ServingModel.from_json(doc)
-        except ValueError as exc:  # json.JSONDecodeError and ServingFormatError are ValueErrors
-            self._log.warning("ignoring persisted model", key=key, path=str(path), error=str(exc))
-            return None
-        if model.key != key:
-            self._log.warning("ignoring persisted model of another key", key=key, path=str(path), file_key=model.key)
-            return None
-        self._log.info("loaded persisted model", key=key, path=str(path), fitted_at=model.fitted_at)
-        return model
 
 
 def _short(text: str) -> str:

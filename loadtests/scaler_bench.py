@@ -83,7 +83,15 @@ def persist_file(persist_dir: Path, cache_key: str) -> Path:
 class ServerProcess:
     """``python -m scaler_service serve --source replay`` on loopback ports, in its own process."""
 
-    def __init__(self, work_dir: Path, persist_dir: Path, *, pin_cpu: int | None, cache_entries: int) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        persist_dir: Path,
+        *,
+        pin_cpu: int | None,
+        cache_entries: int,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log_path = work_dir / f"server-{self.grpc_port}.log"
@@ -102,6 +110,7 @@ class ServerProcess:
             "--max-series", str(cache_entries),
             "--max-subscriptions", str(cache_entries),
             "--log-level", "warning",
+            *extra_args,
         ]  # fmt: skip
         if pin_cpu is not None and shutil.which("taskset"):
             command = ["taskset", "-c", str(pin_cpu), *command]
@@ -125,8 +134,8 @@ class ServerProcess:
                 time.sleep(0.2)
         raise RuntimeError(f"server not ready after {timeout_s} s; see {self.log_path}")
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as answer:
+    def metrics_text(self, timeout_s: float = 10.0) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=timeout_s) as answer:
             text: str = answer.read().decode("utf-8")
             return text
 
@@ -356,7 +365,9 @@ def run_bench(args: argparse.Namespace) -> BenchResult:
         seed = seed_model(work_dir, persist_dir, args.seed_timeout)
         print(f"  fitted: {seed['model']['name']}, confidence {seed['confidence']:.3f}", flush=True)
         pin_server, pin_client = (0, 1) if args.pin else (None, None)
-        server = ServerProcess(work_dir, persist_dir, pin_cpu=pin_server, cache_entries=total_series + 100)
+        server = ServerProcess(
+            work_dir, persist_dir, pin_cpu=pin_server, cache_entries=total_series + 100, extra_args=args.server_arg
+        )
         try:
             config = LoadConfig(
                 target=server.target,
@@ -468,6 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true", help="pin server to CPU 0, generator to CPU 1")
     parser.add_argument("--seed-timeout", type=float, default=600.0, help="seconds to wait for the seed fit")
     parser.add_argument("--warm-timeout", type=float, default=600.0, help="seconds to wait for warm series")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument of the served command (repeatable), e.g. --server-arg=--grpc-server=sync",
+    )
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, models)")
     args = parser.parse_args(argv)

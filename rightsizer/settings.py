@@ -15,6 +15,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from rightsizer.act.settings import ActSettings
+from rightsizer.files import FileProblem, read_text
 
 DAY_S = 86_400.0
 
@@ -230,18 +231,35 @@ def validate(settings: Settings) -> None:
         raise SettingsError(f"metrics.min_completeness: {m.min_completeness} is outside (0, 1]")
 
 
+MAX_SETTINGS_BYTES = 1024 * 1024
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` references let a few lines expand into gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in settings", mark)
+        return super().compose_node(parent, index)
+
+
 def load_settings(path: Path | None) -> Settings:
-    """Settings from a YAML or JSON file (JSON is YAML); defaults when ``path`` is None."""
+    """Settings from a YAML or JSON file (JSON is YAML); defaults when ``path`` is None. The file is bounded
+    (a regular file of at most 1 MiB, UTF-8) and YAML aliases are refused."""
     if path is None:
         return settings_from_mapping({})
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"cannot read settings file {path}: {exc}") from exc
+        text = read_text(path, "settings file", max_bytes=MAX_SETTINGS_BYTES)
+    except FileProblem as exc:
+        raise SettingsError(str(exc)) from None
     try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        doc = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_NoAliasLoader)
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SettingsError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        one_line = " ".join(str(exc).split())[:300]
+        raise SettingsError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {one_line}") from None
     if doc is None:
         doc = {}
     if not isinstance(doc, Mapping):

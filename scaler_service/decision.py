@@ -7,7 +7,7 @@ the capacity backtest compute exactly the same number from the same inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -235,6 +235,43 @@ def live_accuracy(compared: Mapping[int, tuple[float, float]], steps_per_window:
         overshoot=overshoot,
         gate_confidence=max(0.0, 1.0 - overshoot) if enough else None,
     )
+
+
+def compare_forecast(
+    compared: dict[int, tuple[float, float]],
+    model: ServingModel,
+    factor: float,
+    points: Iterable[tuple[int, float, float]],
+    *,
+    steps_per_window: int,
+    now_bucket: int | None = None,
+) -> None:
+    """Add the live accuracy's ``(forecast, actual)`` pair of each ``(bucket, timestamp, actual)`` to ``compared``.
+
+    The forecast is the model's point forecast at the timestamp times the anchor ``factor``; points the curve does
+    not cover and values that are not finite are skipped. Only the ``(LIVE_WINDOWS + 1)`` windows of buckets up to
+    ``now_bucket`` (default: the newest bucket given) are kept: what :func:`live_accuracy` reads. The engine
+    and the capacity backtest both score through this function, so they judge a forecast the same way.
+    """
+    curve = model.curve
+    newest = now_bucket
+    for bucket, ts, actual in points:
+        if newest is None or bucket > newest:
+            newest = bucket
+        if not math.isfinite(actual):
+            continue
+        i = curve.index_at(ts)
+        if i < 0 or i >= len(curve.point):
+            continue
+        predicted = float(curve.point[i]) * factor
+        if math.isfinite(predicted):
+            compared[bucket] = (predicted, actual)
+    if newest is None or not compared:
+        return
+    keep_from = newest - (LIVE_WINDOWS + 1) * max(1, steps_per_window) + 1
+    if min(compared) < keep_from:
+        for b in [b for b in compared if b < keep_from]:
+            del compared[b]
 
 
 def _error_ratio(error: float, total: float) -> float:

@@ -204,6 +204,7 @@ def _one(
         m = snap.model
         doc["model"] = {
             "name": m.name,
+            "generation": engine.model_generation(key),
             "confidence": _num(m.confidence),
             "over_forecast_confidence": _num(m.over_forecast_confidence),
             "fitted_at": m.fitted_at,
@@ -250,6 +251,7 @@ def api_routes(
     healthy: Callable[[], bool],
     clock: Callable[[], float] = time.time,
     max_points_per_fit: int = DEFAULT_MAX_POINTS_PER_FIT,
+    detail: Callable[[], str] | None = None,
 ) -> dict[str, Callable[[Request], Response]]:
     """The side port's routes (see :mod:`scaler_service.http_server` for the table's form)."""
 
@@ -258,7 +260,10 @@ def api_routes(
 
     def healthz(_: Request) -> Response:
         ok = healthy()
-        return text(200 if ok else 503, "ok\n" if ok else "shutting down\n")
+        body = "ok\n" if ok else "shutting down\n"
+        if detail is not None:
+            body += detail() + "\n"  # e.g. whether the shared store is reachable
+        return text(200 if ok else 503, body)
 
     def forecast(request: Request) -> Response:
         q = request.query

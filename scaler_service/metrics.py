@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from scaler_service.decision import Mode
 from scaler_service.engine import SeriesEngine
+from scaler_service.store.base import StoreMode
 
 DEFAULT_METRICS_MAX_SUBSCRIPTIONS = 250
 RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -188,6 +189,19 @@ class EngineCollector(Collector):
         )
         breaker_events.add_metric([], float(self._engine.breaker_events_total))
         yield breaker_events
+        fetches = CounterMetricFamily(
+            "foresight_fetches", "Latest-value queries this replica sent to its data sources (one per series per step)"
+        )
+        fetches.add_metric([], float(self._engine.fetches_total))
+        yield fetches
+        store = self._engine.store
+        if store.shared:
+            up = GaugeMetricFamily(
+                "foresight_shared_store_up",
+                "1 while this replica reaches the shared store and shares work; 0 while it works alone",
+            )
+            up.add_metric([], 1.0 if store.mode(now) is StoreMode.SHARED else 0.0)
+            yield up
         series_count = GaugeMetricFamily("foresight_series", "Distinct series followed")
         series_count.add_metric([], float(len(self._engine)))
         yield from (
@@ -220,4 +234,25 @@ def _f(x: float) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-__all__ = ["DEFAULT_METRICS_MAX_SUBSCRIPTIONS", "CacheView", "EngineCollector", "ScalerMetrics"]
+class GrpcConnectionsCollector(Collector):
+    """Client connections the aio gRPC server has seen (new peer addresses): with ``max_connection_age`` they
+    are recycled, so this keeps growing while KEDA's client reconnects (and re-resolves the Service)."""
+
+    def __init__(self, connections_seen: Callable[[], int]) -> None:
+        self._connections_seen = connections_seen
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "foresight_grpc_connections",
+            "Client connections seen by the gRPC server (recycled after --max-connection-age)",
+            value=self._connections_seen(),
+        )
+
+
+__all__ = [
+    "DEFAULT_METRICS_MAX_SUBSCRIPTIONS",
+    "CacheView",
+    "EngineCollector",
+    "GrpcConnectionsCollector",
+    "ScalerMetrics",
+]

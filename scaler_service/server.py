@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
-from typing import Any
 
-import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from forecasting.cache import CacheSettings, FitOutcome, ModelCache
-from scaler_service._generated import externalscaler_pb2 as pb
-from scaler_service._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler_service.engine import EngineSettings, FitFactory, OptOutReader, SeriesEngine, default_fit_factory
+from scaler_service.grpc_runtime import SERVICE_NAME, AioGrpc, GrpcServer, grpc_server_for
 from scaler_service.http_api import api_routes
 from scaler_service.http_server import BoundedHttpServer
-from scaler_service.metrics import EngineCollector, ScalerMetrics
-from scaler_service.servicer import ExternalScalerServicer
+from scaler_service.metrics import EngineCollector, GrpcConnectionsCollector, ScalerMetrics
 from scaler_service.settings import Settings
 from scaler_service.sources.base import DataSource
+from scaler_service.store.base import SharedStore
+from scaler_service.store.memory import MemoryStore
 from scaler_service.trigger import TriggerParser
 
 log = structlog.get_logger(__name__)
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
 
 
 def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) -> Callable[[str], DataSource]:
@@ -58,6 +52,29 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
     return source_for
 
 
+def make_store(settings: Settings, clock: Callable[[], float] = time.time) -> SharedStore:
+    """The store ``--store`` names: in memory (one replica), or Redis shared by every replica."""
+    if settings.store == "memory":
+        return MemoryStore()
+    from scaler_service.store.address import parse_store_url, read_password
+    from scaler_service.store.redis_store import RedisStore
+
+    address = parse_store_url(settings.store)
+    password = read_password(settings.redis_password_file, os.environ.get("FORESIGHT_REDIS_PASSWORD"))
+    store = RedisStore(
+        address,
+        password=password,
+        lease_s=settings.lease_s,
+        outage_grace_s=settings.redis_outage_grace,
+        clock=clock,
+    )
+    if store.ping():
+        log.info("shared store reachable", store=address.url, lease_s=settings.lease_s)
+    if settings.persist_dir is not None:
+        log.warning("--persist-dir ignored: models are kept in the shared store", store=address.url)
+    return store
+
+
 def opt_out_from_cluster(settings: Settings) -> OptOutReader | None:
     """The opt-out annotation watcher (in a cluster: the service account; else a kubeconfig if there is one).
 
@@ -73,11 +90,6 @@ def opt_out_from_cluster(settings: Settings) -> OptOutReader | None:
     except Exception as exc:
         log.warning("opt-out annotations not read: cannot configure the Kubernetes client", error=str(exc))
         return None
-
-
-def _read(path: Any) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
 
 
 class ScalerServer:
@@ -98,6 +110,7 @@ class ScalerServer:
         self._opt_out = opt_out
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
+        self.store = make_store(settings, clock)
         self.cache = ModelCache(
             CacheSettings(
                 max_entries=settings.cache_max_entries,
@@ -108,6 +121,7 @@ class ScalerServer:
             ),
             clock=clock,
             on_fit=self._on_fit,
+            store=self.store if self.store.shared else None,
         )
         self.engine = SeriesEngine(
             source_for=source_for if source_for is not None else make_source_for(settings, clock),
@@ -129,6 +143,7 @@ class ScalerServer:
             ),
             opt_out=opt_out,
             clock=clock,
+            store=self.store,
         )
         self.registry.register(
             EngineCollector(
@@ -145,14 +160,9 @@ class ScalerServer:
             ignore_address=settings.source == "replay",
             max_points_per_fit=settings.max_points_per_fit,
         )
-        self.servicer = ExternalScalerServicer(
-            parser=self.parser,
-            engine=self.engine,
-            metrics=self.metrics,
-            max_streams=max(1, settings.grpc_workers // 2),
-        )
-        self.health = health.HealthServicer()
-        self._grpc: grpc.Server | None = None
+        self.grpc: GrpcServer = grpc_server_for(settings, parser=self.parser, engine=self.engine, metrics=self.metrics)
+        if isinstance(self.grpc, AioGrpc):
+            self.registry.register(GrpcConnectionsCollector(self.grpc.connections_seen))
         self._http: BoundedHttpServer | None = None
         self._serving = False
         self._stopped = threading.Event()
@@ -175,37 +185,10 @@ class ScalerServer:
 
     def start(self) -> None:
         s = self.settings
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="grpc"),
-            options=[("grpc.so_reuseport", 0)],
-        )
-        pb_grpc.add_ExternalScalerServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        address = f"{s.bind_address}:{s.grpc_port}"
-        if s.tls_cert is not None and s.tls_key is not None:
-            client_ca = None if s.tls_client_ca is None else _read(s.tls_client_ca)
-            credentials = grpc.ssl_server_credentials(
-                [(_read(s.tls_key), _read(s.tls_cert))],
-                root_certificates=client_ca,
-                require_client_auth=client_ca is not None,
-            )
-            self.grpc_port = server.add_secure_port(address, credentials)
-        else:
-            self.grpc_port = server.add_insecure_port(address)
-        if self.grpc_port == 0:
-            raise OSError(f"cannot bind gRPC to {address}")
         self.cache.start()
         self.engine.start()
-        server.start()
-        self._grpc = server
+        self.grpc.start()
+        self.grpc_port = self.grpc.port
         routes = api_routes(
             registry=self.registry,
             engine=self.engine,
@@ -213,13 +196,12 @@ class ScalerServer:
             healthy=lambda: self._serving,
             clock=self._clock,
             max_points_per_fit=s.max_points_per_fit,
+            detail=(lambda: self.store.describe(self._clock())) if self.store.shared else None,
         )
         self._http = BoundedHttpServer(s.http_bind_address or s.bind_address, s.http_port, routes)
         self._http.start()
         self.http_port = self._http.port
         self._serving = True
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "scaler serving",
             grpc_port=self.grpc_port,
@@ -227,6 +209,10 @@ class ScalerServer:
             source=s.source,
             tls=s.tls_enabled,
             mutual_tls=s.tls_client_ca is not None,
+            grpc_server=s.grpc_server,
+            max_streams=s.max_streams if s.grpc_server == "aio" else max(1, s.grpc_workers // 2),
+            max_connection_age=s.max_connection_age,
+            max_connection_age_grace=s.max_connection_age_grace,
         )
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -241,13 +227,10 @@ class ScalerServer:
         # The HTTP server and the process exit need a moment after the loops: keep it inside the grace period.
         deadline = time.monotonic() + grace - min(1.0, grace / 2)
         self._serving = False
-        self.health.enter_graceful_shutdown()
-        self.servicer.shutdown()
-        if self._grpc is not None:
-            remaining = max(0.0, deadline - time.monotonic())
-            self._grpc.stop(remaining).wait(remaining + 0.1)
+        self.grpc.stop(max(0.0, deadline - time.monotonic()))
         self.engine.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.cache.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.store.close()
         stop_watcher = getattr(self._opt_out, "stop", None)
         if callable(stop_watcher):
             stop_watcher()
@@ -260,4 +243,4 @@ class ScalerServer:
         return self._stopped.wait(timeout)
 
 
-__all__ = ["SERVICE_NAME", "ScalerServer", "make_source_for"]
+__all__ = ["SERVICE_NAME", "ScalerServer", "make_source_for", "make_store"]

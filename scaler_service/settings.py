@@ -56,9 +56,20 @@ class Settings:
     grpc_workers: int = 8
     """Handler threads. More is slower under load: on 2 cores with 64 concurrent KEDA callers, 8 threads gave
     4,200-4,400 RPC/s at p99 23 ms; 12 and 16 threads 2,700-3,200 RPC/s at p99 33-92 ms (GIL contention).
-    Each open StreamIsActive stream holds one, and at most half of them serve streams: raise it for many
-    external-push triggers."""
+    Used by the sync gRPC server only (``grpc_server: sync``), where each open StreamIsActive stream holds one
+    and at most half of them serve streams."""
     grace_period_s: float = 10.0
+    grpc_server: str = "aio"
+    """``aio`` (one event loop: handlers are memory reads run inline, a stream costs no thread) or ``sync``
+    (a thread pool of ``grpc_workers``: each open stream holds a thread, at most half of them serve streams)."""
+    max_streams: int = 20_000
+    """Open StreamIsActive streams served at once (aio); beyond it a stream is refused with RESOURCE_EXHAUSTED."""
+    max_connection_age: float = 300.0
+    """A client connection is closed (GOAWAY) after about this long, so KEDA's client re-resolves the headless
+    Service and new replicas get traffic; 0 disables it."""
+    max_connection_age_grace: float = 30.0
+    """After the GOAWAY, in-flight calls get this long before the connection is closed; open streams are ended
+    cleanly before it runs out (KEDA reopens them)."""
     fetch_workers: int = 4
     """Threads fetching latest values and latency series for all series."""
     fetch_interval_s: float | None = None
@@ -89,6 +100,15 @@ class Settings:
     cache_max_bytes: int = 512 * 2**20
     kube_annotations: bool = True
     """Read the opt-out annotation through the Kubernetes API when running in a cluster."""
+    store: str = "memory"
+    """``memory`` (one replica) or ``redis://HOST[:PORT][/DB]`` / ``rediss://...``: replicas share work through it."""
+    redis_password_file: Path | None = None
+    """File whose first line is the Redis password (else FORESIGHT_REDIS_PASSWORD, else none)."""
+    redis_outage_grace: float = 600.0
+    """Seconds a replica works alone (serving its mirror, fetching for itself) while Redis is unreachable."""
+    lease: float | None = None
+    """Seconds a claim on a fetch or a fit lasts without renewal (a dead replica's work moves on after it);
+    none: 3 x the Prometheus timeout, between 5 s and 60 s."""
 
     def __post_init__(self) -> None:
         if self.source not in ("prometheus", "replay"):
@@ -103,8 +123,32 @@ class Settings:
             raise SettingsError("tls_cert and tls_key: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("tls_client_ca: needs tls_cert and tls_key (mutual TLS is on top of TLS)")
+        if self.store != "memory":
+            from scaler_service.store.address import RedisConfigError, parse_store_url
+
+            try:
+                parse_store_url(self.store)
+            except RedisConfigError as exc:
+                raise SettingsError(f"store: must be 'memory' or a Redis address: {exc}") from None
+        if not self.redis_outage_grace >= 0:
+            raise SettingsError(f"redis_outage_grace: must be a duration >= 0, got {self.redis_outage_grace}")
+        if self.lease is not None and not 0.2 <= self.lease <= 3600:
+            raise SettingsError(f"lease: must be between 200ms and 1h, got {self.lease}s")
         if self.grpc_workers < 1 or self.fetch_workers < 1 or self.max_concurrent_fits < 1:
             raise SettingsError("grpc_workers, fetch_workers and max_concurrent_fits: must be >= 1")
+        if self.grpc_server not in ("aio", "sync"):
+            raise SettingsError(f"grpc_server: must be 'aio' or 'sync', got {self.grpc_server!r}")
+        if self.max_streams < 0:
+            raise SettingsError(f"max_streams: must be >= 0 (0 refuses every stream), got {self.max_streams}")
+        if self.max_connection_age < 0 or self.max_connection_age_grace < 0:
+            raise SettingsError("max_connection_age and max_connection_age_grace: must be durations >= 0")
+        if 0 < self.max_connection_age < 1:
+            raise SettingsError(f"max_connection_age: must be 0 (off) or >= 1s, got {self.max_connection_age:g}s")
+        if self.max_connection_age > 0 and self.max_connection_age_grace < 1:
+            raise SettingsError(
+                "max_connection_age_grace: must be >= 1s (in-flight calls and streams need time to end), "
+                f"got {self.max_connection_age_grace:g}s"
+            )
         if self.metrics_max_subscriptions < 0:
             raise SettingsError(f"metrics_max_subscriptions: must be >= 0, got {self.metrics_max_subscriptions}")
         for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
@@ -125,6 +169,12 @@ class Settings:
         return frozenset({self.default_address, *(normalise_address(a) for a in self.prometheus_allowlist)})
 
     @property
+    def lease_s(self) -> float:
+        if self.lease is not None:
+            return self.lease
+        return min(60.0, max(5.0, 3 * self.prometheus_timeout_s))
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
@@ -136,7 +186,16 @@ def normalise_address(address: str) -> str:
 # --- building from flags, environment and file ------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_DURATION_FIELDS = frozenset({"subscription_idle", "fetch_deadline"})
+_DURATION_FIELDS = frozenset(
+    {
+        "subscription_idle",
+        "fetch_deadline",
+        "redis_outage_grace",
+        "lease",
+        "max_connection_age",
+        "max_connection_age_grace",
+    }
+)
 """Fields given as durations (``30s``, ``10m``, ``1h30m``) or plain seconds."""
 
 
@@ -180,7 +239,8 @@ def _convert(name: str, raw: Any) -> Any:
             return tuple(str(i).strip() for i in items if str(i).strip())
         return str(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name}: cannot use {raw!r} ({exc}); expected {kind}") from exc
+        expected = "a duration such as 30s, 5m or 1h30m" if name in _DURATION_FIELDS else kind
+        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
 
 
 def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -277,6 +337,28 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help=f"seconds in-flight calls get on shutdown [{d.grace_period_s}] {env('grace_period_s')}",
     )
+    parser.add_argument(
+        "--grpc-server",
+        choices=["aio", "sync"],
+        help=f"gRPC server: aio (one event loop, thousands of streams) or sync (a thread per call and per stream) "
+        f"[{d.grpc_server}] {env('grpc_server')}",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        help=f"open StreamIsActive streams served at once, beyond: RESOURCE_EXHAUSTED (aio) [{d.max_streams}] "
+        f"{env('max_streams')}",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        help="close client connections (GOAWAY) after about this long so KEDA re-resolves the Service and new "
+        f"replicas get traffic; 0 = never [5m] {env('max_connection_age')}",
+    )
+    parser.add_argument(
+        "--max-connection-age-grace",
+        help="after the GOAWAY, time in-flight calls get before the connection closes; streams end before it "
+        f"[30s] {env('max_connection_age_grace')}",
+    )
     parser.add_argument("--fetch-workers", type=int, help=f"fetch threads [{d.fetch_workers}] {env('fetch_workers')}")
     parser.add_argument(
         "--fetch-interval-s",
@@ -342,6 +424,23 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-max-bytes",
         type=int,
         help=f"bytes of models kept in memory [{d.cache_max_bytes}] {env('cache_max_bytes')}",
+    )
+    parser.add_argument(
+        "--store",
+        help=f"where replicas share models and work: memory (one replica) or redis://HOST[:PORT][/DB], "
+        f"rediss://... [{d.store}] {env('store')}",
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        help=f"file holding the Redis password (else env FORESIGHT_REDIS_PASSWORD) {env('redis_password_file')}",
+    )
+    parser.add_argument(
+        "--redis-outage-grace",
+        help=f"how long replicas work alone while Redis is unreachable [10m] {env('redis_outage_grace')}",
+    )
+    parser.add_argument(
+        "--lease",
+        help=f"how long a claim on a fetch or fit lasts unrenewed [3 x the Prometheus timeout, 5s-60s] {env('lease')}",
     )
     parser.add_argument(
         "--kube-annotations",

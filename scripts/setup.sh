@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: system packages (Debian), the virtualenv and the project in editable mode.
 # --with-test-tools also installs what the test suite needs: Debian's prometheus (with promtool),
-# prometheus-pushgateway, chromium (the live view's browser test renders the page headless) and the dev extras.
+# prometheus-pushgateway, chromium (the live view's browser test renders the page headless), redis-server (the
+# replica tests start their own on a loopback port) and the dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_test_tools=0
@@ -18,6 +19,7 @@ if [[ $with_test_tools == 1 ]]; then
   # The rightsizer's metrics push is tested against the real Pushgateway.
   command -v prometheus-pushgateway >/dev/null || apt_packages+=(prometheus-pushgateway)
   command -v chromium >/dev/null || apt_packages+=(chromium)
+  command -v redis-server >/dev/null || apt_packages+=(redis-server)
 fi
 if (( ${#apt_packages[@]} )); then
   echo "setup: installing Debian packages: ${apt_packages[*]}"

@@ -32,6 +32,7 @@ from rightsizer.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
 from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
 from rightsizer.domain import ApprovalTier
+from rightsizer.files import FileProblem, load_json
 from rightsizer.settings import Settings, load_settings
 from rightsizer.tags import ApprovalTag, RecommendationTag, parse_iso
 
@@ -202,9 +203,9 @@ def cmd_approve(args: argparse.Namespace, *, compute: ComputeGateway | None = No
 
 def _approve_in_inventory(path: Path, vm_key: str, target: str, value: str) -> str:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise CommandError(f"cannot read inventory {path}: {error}") from error
+        doc = load_json(path, "inventory")
+    except FileProblem as error:
+        raise CommandError(str(error)) from None
     entries = doc.get("vms") if isinstance(doc, dict) else doc
     if not isinstance(entries, list):
         raise CommandError(f"{path}: expected a JSON list of VMs (or an object with a 'vms' list)")

@@ -33,6 +33,7 @@ from scaler_service.decision import (
     LIVE_WINDOW_S,
     LIVE_WINDOWS,
     LiveAccuracy,
+    compare_forecast,
     live_accuracy,
     predictive_value,
     window_steps,
@@ -214,17 +215,17 @@ def predictive_metric(
             if model is not None and settings.live_confidence:
                 # A new model is scored at once on the recent observations, as the engine does.
                 first = last_bucket + 1 if model is model_before else bucket - keep + 1
-                for b in range(max(first, bucket - keep + 1, 0), bucket + 1):
-                    ts = history_all.start + b * step
-                    curve = model.curve
-                    j = curve.index_at(ts)
-                    actual = float(values_all[b])
-                    if 0 <= j < len(curve.point) and math.isfinite(actual):
-                        predicted = float(curve.point[j]) * factor
-                        if math.isfinite(predicted):
-                            compared[b] = (predicted, actual)
-                for b in [b for b in compared if b <= bucket - keep]:
-                    del compared[b]
+                compare_forecast(
+                    compared,
+                    model,
+                    factor,
+                    (
+                        (b, history_all.start + b * step, float(values_all[b]))
+                        for b in range(max(first, bucket - keep + 1, 0), bucket + 1)
+                    ),
+                    steps_per_window=live_steps,
+                    now_bucket=bucket,
+                )
             factor = anchor(bucket)
             last_bucket = bucket
             # The pairs change only here: the live score is recomputed once per bucket, not once per poll.

@@ -223,3 +223,26 @@ def test_utf8_is_checked_across_read_chunks(tmp_path: Path) -> None:
     cut.write_bytes(b"abc" + "é".encode()[:1])  # a character cut off at the end of the file
     with pytest.raises(FileProblem, match="at offset 3"):
         read_bytes(cut, "metrics", utf8=True)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n",
+            "aliases (*name) are not accepted",
+        ),
+        ("dry_run: true\n" + "#" * (2 * 1024 * 1024) + "\n", "is more than 1 MiB"),
+    ],
+    ids=["yaml-alias-bomb", "oversized"],
+)
+def test_a_hostile_settings_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(content, encoding="utf-8")
+    code, _ = run("--config", str(config))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert main(["audit", "verify", "--config", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err

@@ -3,6 +3,7 @@ deadlines, and a shutdown that finishes within its grace period whatever a fetch
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import grpc
 import pytest
 
 from scaler_service._generated import externalscaler_pb2 as pb
+from scaler_service.client import ScalerClient
 from scaler_service.sources.base import Samples
 from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, rpc_code, wait_for
 
@@ -188,12 +190,11 @@ def test_sigterm_ends_the_process_within_the_grace_period_with_a_fetch_blocked(t
         while "scaler serving" not in line and time.monotonic() < deadline:
             line = proc.stderr.readline()
             assert line, "serve exited early"
-        port = int(line.split('"grpc_port": ')[1].split(",")[0])
-        chan = grpc.insecure_channel(f"127.0.0.1:{port}")
-        stub_client = __import__("scaler_service.client", fromlist=["ScalerClient"]).ScalerClient(chan)
+        port = json.loads(line)["grpc_port"]
+        client = ScalerClient(grpc.insecure_channel(f"127.0.0.1:{port}"))
         with pytest.raises(grpc.RpcError):
-            stub_client.keda_poll("ns", "so", meta("up"), deadline_s=3.0)
-        chan.close()
+            client.keda_poll("ns", "so", meta("up"), deadline_s=3.0)
+        client.close()
         conn, _ = silent.accept()  # the fetch is connected and waiting for an answer that never comes
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -95,8 +95,7 @@ def test_an_amplifying_trigger_beyond_the_hard_limit_is_refused(
 
 
 def test_a_redirect_from_the_allowlisted_prometheus_is_not_followed(start_scaler: StartScaler) -> None:
-    with fake_prometheus(value=999.0) as elsewhere, fake_prometheus(redirect_to="") as allowlisted:
-        allowlisted.redirect_to = elsewhere.url
+    with fake_prometheus(value=999.0) as elsewhere, fake_prometheus(redirect_to=elsewhere.url) as allowlisted:
         server = start_scaler(None, prometheus_url=allowlisted.url)
         code, details = get_metrics(server, "so", {"query": "up", "threshold": "10"})
         assert code == grpc.StatusCode.FAILED_PRECONDITION

@@ -483,15 +483,26 @@ def test_first_fetch_is_bounded_by_the_call_deadline(start_scaler: StartScaler, 
     wait_for(lambda: _value_or_none(client, meta()) == 4.0)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ({"max_streams": 1}, "at most 1 StreamIsActive streams are served at once (--max-streams)"),
+        ({"grpc_server": "sync", "grpc_workers": 2}, "at most 1 StreamIsActive streams are served at once by the sync"),
+    ],
+    ids=["aio", "sync"],
+)
 def test_streams_beyond_the_cap_are_refused_not_starving_unary_calls(
-    start_scaler: StartScaler, source: ScriptedSource
+    start_scaler: StartScaler, source: ScriptedSource, overrides: dict[str, Any], refusal: str
 ) -> None:
     source.set_live("q", 2.0)
-    server = start_scaler(source, grpc_workers=2)  # at most 1 stream
+    server = start_scaler(source, **overrides)
     client = client_for(server)
     first = client.stream_is_active(NS, "a", meta(), timeout=20)
     assert next(first) is True
     code, details = rpc_code(lambda: next(client.stream_is_active(NS, "b", meta(), timeout=5)))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "at most 1 StreamIsActive" in details
-    assert client.keda_poll(NS, "c", meta()).value_float == 2.0  # unary calls still have a thread
+    assert refusal in details
+    assert client.keda_poll(NS, "c", meta()).value_float == 2.0  # unary calls still answer
+    assert 'foresight_rpc_errors_total{code="RESOURCE_EXHAUSTED",method="StreamIsActive"} 1.0' in http_text(
+        server.http_port, "/metrics"
+    )

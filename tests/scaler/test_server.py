@@ -272,6 +272,14 @@ def test_settings_precedence(tmp_path: Path) -> None:
         settings_from_sources({}, {"FORESIGHT_GRPC_PORT": "ninety"})
     with pytest.raises(SettingsError, match="tls_cert and tls_key"):
         settings_from_sources({"tls_cert": "c.pem"}, {})
+    # Durations as in trigger metadata (or plain seconds), from any source.
+    s = settings_from_sources({"fetch_deadline": "1m30s"}, {"FORESIGHT_SUBSCRIPTION_IDLE": "10m"})
+    assert (s.fetch_deadline, s.subscription_idle) == (90.0, 600.0)
+    assert settings_from_sources({}, {"FORESIGHT_SUBSCRIPTION_IDLE": "45"}).subscription_idle == 45.0
+    with pytest.raises(SettingsError, match="subscription_idle"):
+        settings_from_sources({}, {"FORESIGHT_SUBSCRIPTION_IDLE": "soon"})
+    with pytest.raises(SettingsError, match="max_series"):
+        settings_from_sources({"max_series": 0}, {})
     bad = tmp_path / "bad.yaml"
     bad.write_text("grcp_port: 1\n")
     with pytest.raises(SettingsError, match="unknown setting 'grcp_port'"):
@@ -300,6 +308,14 @@ def test_help_documents_every_flag() -> None:
         "--log-format",
         "--config",
         "FORESIGHT_GRPC_PORT",
+        "--http-bind-address",
+        "--replay-dir",
+        "--max-series",
+        "--max-subscriptions",
+        "--subscription-idle",
+        "--fetch-deadline",
+        "--max-points-per-fit",
+        "--metrics-max-subscriptions",
     ):
         assert flag in out
 

@@ -1,0 +1,1 @@
+"""Stores that coordinate scaler replicas: in memory (one replica) and Redis (several)."""
