@@ -169,7 +169,7 @@ def build_report(
     r = outcomes["reactive_tuned"]
     split = search.split
     comments = [
-        f"Tuned by `foresight backtest --tune` on {trace.name}: {split.describe()}.",
+        f"Tuned by `python -m scaler_service backtest --tune` on {trace.name}: {split.describe()}.",
         f"Service level asked: {search.service.describe()}; scaling events capped at {EVENT_CAP_RATIO:g} x reactive's.",
         f"Held-back result: {w.metrics.replica_hours:.1f} replica-hours, {w.metrics.underprovisioned_minutes:.0f} "
         f"under-provisioned minutes of {w.metrics.eval_minutes:.0f}, {w.metrics.scaling_events} scaling events "
