@@ -124,12 +124,15 @@ class TuneSplit:
         return round((self.end - self.sim_start) / TICK_S)
 
     def describe(self) -> str:
-        return (
+        text = (
             f"tuned on {format_instant(self.tune_start)} to {format_instant(self.holdout_start)} "
             f"({format_duration(self.holdout_start - self.tune_start)}); held back and evaluated: "
             f"{format_instant(self.holdout_start)} to {format_instant(self.end)} "
             f"({format_duration(self.end - self.holdout_start)}), never seen by the search"
         )
+        if self.end - self.holdout_start < RECOMMENDED_HOLDOUT_DAYS * DAY_S:
+            text += f" (less than the recommended {RECOMMENDED_HOLDOUT_DAYS:.0f} days: a weekly pattern is not judged)"
+        return text
 
 
 def split_trace(

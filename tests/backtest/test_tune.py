@@ -66,6 +66,8 @@ def test_split_holds_back_the_most_recent_days_and_tunes_on_the_days_before() ->
     assert split.end - split.holdout_start == 7 * DAY_S
     assert split.holdout_start - split.tune_start == 14 * DAY_S
     assert split.tune_start - split.sim_start == 3600.0
+    assert "recommended" not in split.describe()
+    assert "recommended 7 days" in split_trace(trace, holdout_days=1).describe()
     short = daily_trace(11)
     s = split_trace(short)
     assert s.tune_start - short.start == 2 * DAY_S + 3600.0  # the first fit's history, then settling
