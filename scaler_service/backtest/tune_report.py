@@ -144,7 +144,7 @@ def make_verdict(
     if base > 0:
         parts.append(
             f"Against reactive at the defaults (threshold {threshold:g}, 5-minute window): "
-            f"{1 - w.metrics.replica_hours / base:+.0%} replica-hours, "
+            f"{w.metrics.replica_hours / base - 1:+.0%} replica-hours, "
             f"{w.metrics.underprovisioned_minutes:.0f} vs {rd.metrics.underprovisioned_minutes:.0f} "
             f"under-provisioned minutes."
         )
