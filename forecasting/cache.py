@@ -565,7 +565,8 @@ class ModelCache:
             model = result
         except Exception as exc:
             error = _short(f"{type(exc).__name__}: {exc}")
-            self._log.warning("model fit failed", key=key, error=error, has_previous=previous is not None)
+            if self._on_fit is None:  # else the owner's callback reports it: one line per fit, not two
+                self._log.warning("model fit failed", key=key, error=error, has_previous=previous is not None)
         duration = time.perf_counter() - t0
         generation = base_generation + 1
         stored_generation = generation
@@ -614,7 +615,7 @@ class ModelCache:
                         self.adopt(key, newer)
             with contextlib.suppress(StoreUnavailable):
                 self._store.finish_fit(claim, next_due if next_due is not None else finished)
-        if model is not None:
+        if model is not None and self._on_fit is None:  # else the owner's callback reports it, once
             self._log.info("model fitted", key=key, model=model.name, duration_s=round(duration, 3))
         if self._on_fit is not None:
             outcome = FitOutcome(

@@ -52,6 +52,8 @@ class TraceInfo:
     time_kind: str
     """``"iso"``: ISO 8601, offset honoured, none = UTC; ``"offset"``: seconds after the Azure epoch."""
     description: str
+    unit: str = ""
+    """What a value counts, for axis labels (e.g. ``requests/min``)."""
 
 
 TRACES: Mapping[str, TraceInfo] = MappingProxyType(
@@ -64,6 +66,7 @@ TRACES: Mapping[str, TraceInfo] = MappingProxyType(
             value_column="requests",
             time_kind="iso",
             description="NASA KSC WWW server, HTTP requests per minute, 1995-07-01..1995-08-31 (EDT)",
+            unit="HTTP requests/min",
         ),
         "nyc-taxi": TraceInfo(
             name="nyc-taxi",
@@ -73,6 +76,7 @@ TRACES: Mapping[str, TraceInfo] = MappingProxyType(
             value_column="value",
             time_kind="iso",
             description="NYC taxi passengers per 30 min, 2014-07-01..2015-01-31 (local time read as UTC)",
+            unit="taxi passengers/30 min",
         ),
         "azure-2019-cpu": TraceInfo(
             name="azure-2019-cpu",
@@ -82,6 +86,7 @@ TRACES: Mapping[str, TraceInfo] = MappingProxyType(
             value_column="cpu_usage",
             time_kind="offset",
             description="Azure 2019 VM trace, cluster CPU usage (core-weighted sum) per 5 min, 30 days",
+            unit="CPU usage (core-weighted sum)",
         ),
     }
 )

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,16 +24,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from tqdm import tqdm
 
+from forecasting.progress import progress_bar, wants_progress
 from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.catalogue import Catalogue, CatalogueError, load_catalogue, load_prices
 from rightsizer.decide import recommend
 from rightsizer.decide.gates import group_key
-from rightsizer.domain import Recommendation, VmInfo
+from rightsizer.domain import PowerState, Recommendation, VmInfo
+from rightsizer.exit_codes import ExitCode, exit_code_for
 from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem
 from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newest_sample, parse_timestamp
 from rightsizer.logs import configure_logging
-from rightsizer.metrics import Usage, usage_from_prometheus, usage_from_raw
+from rightsizer.metrics import Usage, VmUsage, usage_from_prometheus, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
 from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, ExportTargets, RunMetrics, export
@@ -40,6 +44,13 @@ from rightsizer.settings import Settings, SettingsError, load_settings
 
 EXAMPLE_INVENTORY = "fleet-inventory.json"
 EXAMPLE_METRICS = "fleet-metrics.csv.gz"
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("foresight")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 class UsageError(ValueError):
@@ -150,7 +161,10 @@ def gather_inputs(
             client = PrometheusConnect(url=settings.metrics.prometheus_url, disable_ssl=True)
         else:
             client = prometheus_factory(settings.metrics.prometheus_url)
-        usage = usage_from_prometheus(client, vms, settings.metrics, now)
+        with progress_bar(
+            len(vms), desc="metrics", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
+        ) as bar:
+            usage = usage_from_prometheus(client, bar_iter(bar, vms), settings.metrics, now)
     else:
         raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
     return Inputs(vms, usage, now, source, gateway, basis)
@@ -170,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rightsizer",
         description="Azure VM rightsizing: recommend (dry run by default) and, with --apply, resize safely.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", default="json", choices=("json", "console"))
     sub = parser.add_subparsers(dest="command")
@@ -240,6 +255,18 @@ def _export_targets(args: argparse.Namespace) -> ExportTargets:
         raise UsageError(str(error)) from None
 
 
+def _machine_output(args: argparse.Namespace) -> bool:
+    """JSON and CSV are read by programs: no progress bar even on a terminal."""
+    return getattr(args, "output", "table") in ("json", "csv")
+
+
+def bar_iter(bar: tqdm[Any], items: Sequence[VmInfo]) -> Iterator[VmInfo]:
+    """``items``, advancing ``bar`` as each one is finished (when the next is asked for, or at the end)."""
+    for item in items:
+        yield item
+        bar.update(1)
+
+
 def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, **factories: Any) -> int:
     log = structlog.get_logger("rightsizer")
     settings = load_settings(Path(args.config) if args.config else None)
@@ -272,7 +299,13 @@ def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, *
         dry_run=settings.dry_run,
         now=datetime.fromtimestamp(inputs.now, UTC).isoformat(),
     )
-    recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now)
+    to_size = sum(
+        1 for vm in inputs.vms if vm.power_state is PowerState.RUNNING and isinstance(inputs.usage.get(vm.id), VmUsage)
+    )
+    with progress_bar(
+        to_size, desc="forecast and size", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
+    ) as bar:
+        recs = recommend(inputs.vms, inputs.usage, catalogue, settings, inputs.now, on_stats=lambda: bar.update(1))
     metrics.observe_recommendations(recs)
     for r in recs:
         log.bind(vm=r.vm.name, vm_id=r.vm.id).info(
@@ -365,7 +398,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, **factori
     i = 0
     while i < len(args_list) and args_list[i].split("=", 1)[0] in ("--log-level", "--log-format"):
         i += 1 if "=" in args_list[i] else 2
-    top_help = i < len(args_list) and args_list[i] in ("-h", "--help")
+    top_help = i < len(args_list) and args_list[i] in ("-h", "--help", "--version")
     if (i >= len(args_list) or args_list[i] not in commands) and not top_help:
         args_list.insert(i, "recommend")
     args = parser.parse_args(args_list)
@@ -388,6 +421,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, **factori
     except AzureError as exc:
         print(f"rightsizer: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # Prometheus or the pushgateway unreachable (3), other bad input (2), a bug (1)
+        code = exit_code_for(exc)
+        if code is ExitCode.INTERNAL:
+            structlog.get_logger("rightsizer").exception("internal error", error=str(exc))
+        print(f"rightsizer: error: {exc}", file=sys.stderr)
+        return int(code)
 
 
 def _subcommand_names(parser: argparse.ArgumentParser) -> list[str]:

@@ -7,6 +7,8 @@ from typing import Any
 
 import structlog
 
+from forecasting.log_setup import route_stdlib_logging
+
 
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is at the time of writing, not at configuration: a test harness (or a
@@ -28,7 +30,13 @@ def configure_logging(level: str, fmt: str) -> None:
         "warning": logging.WARNING,
         "error": logging.ERROR,
     }
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())  # no escape codes in files and pipes
+    )
+    # Prophet's, cmdstanpy's and the Azure SDK's own lines in the same format (or silenced).
+    route_stdlib_logging(renderer, levels[level], _CurrentStderr())  # type: ignore[arg-type]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 import structlog
 
+from forecasting.log_setup import route_stdlib_logging
+from scaler_service.exit_codes import ExitCode, for_rpc_status, package_version
 from scaler_service.settings import SettingsError, add_settings_arguments, settings_from_args
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -35,7 +37,14 @@ class _CurrentStderr:
 
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     """structlog, once per process: JSON lines (or console), with the call's bound context merged in."""
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    if level.lower() not in _LEVELS:
+        raise SettingsError(f"log level {level!r}: expected one of {', '.join(_LEVELS)}")
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())  # no escape codes in files and pipes
+    )
+    route_stdlib_logging(renderer, _LEVELS[level.lower()], _CurrentStderr())  # type: ignore[arg-type]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -66,8 +75,10 @@ def _backtest_module() -> Any | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scaler_service",
-        description="Foresight: a KEDA external scaler that serves the forecast peak of the next minutes.",
+        description="Foresight: a KEDA external scaler that serves the forecast peak of the next minutes. "
+        "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a service unreachable, 4 a check failed.",
     )
+    parser.add_argument("--version", action="version", version=f"foresight-scaler {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -95,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--client-key", type=Path, help="client key for mutual TLS")
     query.add_argument("--server-name", help="TLS server name to expect (default: from --address)")
     query.add_argument("--deadline-s", type=float, default=3.0, help="deadline of the three calls together [3]")
+    query.add_argument(
+        "--http-address",
+        metavar="HOST:PORT",
+        help="the scaler's HTTP port: also print why the value is served (reason, mode, model, confidence)",
+    )
 
     demo = sub.add_parser(
         "demo", help="start the scaler on the replay source, register bundled traces and show what it serves"
@@ -104,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--http-port", type=int, default=0, help="HTTP port [any free one]")
     demo.add_argument("--fit-timeout-s", type=float, default=240.0, help="how long to wait for the first fits [240]")
     demo.add_argument("--log-format", choices=["json", "console"], default="console")
-    demo.add_argument("--log-level", default="warning")
+    demo.add_argument("--log-level", default="warning", choices=list(_LEVELS))
 
     backtest = _backtest_module()
     if backtest is not None:
@@ -117,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     configure_logging(settings.log_format, settings.log_level)
     from scaler_service.server import ScalerServer, opt_out_from_cluster
 
@@ -146,7 +162,7 @@ def _query(args: argparse.Namespace) -> int:
         metadata = parse_metadata(args.metadata)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     client = ScalerClient(
         channel(
             args.address,
@@ -160,7 +176,7 @@ def _query(args: argparse.Namespace) -> int:
         answer = client.keda_poll(args.namespace, args.name, metadata, deadline_s=args.deadline_s)
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        return for_rpc_status(exc.code())
     finally:
         client.close()
     print(
@@ -169,6 +185,14 @@ def _query(args: argparse.Namespace) -> int:
     )
     print(f"GetMetrics:    metricValueFloat={answer.value_float:.3f} metricValue={answer.value}")
     print(f"IsActive:      {str(answer.active).lower()}")
+    if args.http_address:
+        from scaler_service.client import served_why
+
+        try:
+            print(f"Why:           {served_why(args.http_address, args.namespace, args.name, answer.metric_name)}")
+        except OSError as exc:
+            print(f"error: cannot read why from http://{args.http_address}/forecast: {exc}", file=sys.stderr)
+            return ExitCode.UNREACHABLE
     return 0
 
 
@@ -184,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args)
     if args.command == "backtest":
+        configure_logging("console", "warning")  # Prophet's and cmdstanpy's lines in our format, or silenced
         backtest = _backtest_module()
         assert backtest is not None
         return int(backtest.run(args))

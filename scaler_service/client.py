@@ -3,7 +3,10 @@ name, then IsActive, all three under one 3 s deadline (KEDA's HPA path)."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,4 +107,33 @@ def parse_metadata(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["KEDA_DEADLINE_S", "KedaAnswer", "ScalerClient", "channel", "parse_metadata"]
+MAX_WHY_BYTES = 4 * 1024 * 1024
+"""A /forecast page larger than this is not read (the scaler pages it; this bounds a wrong address)."""
+
+
+def served_why(http_address: str, namespace: str, name: str, metric: str, *, timeout_s: float = 3.0) -> str:
+    """Why the scaler serves what it serves for one trigger, from its /forecast view (one line)."""
+    query = urllib.parse.urlencode({"namespace": namespace, "name": name})
+    with urllib.request.urlopen(f"http://{http_address}/forecast?{query}", timeout=timeout_s) as resp:
+        body = resp.read(MAX_WHY_BYTES + 1)
+    if len(body) > MAX_WHY_BYTES:
+        raise OSError(f"/forecast answered more than {MAX_WHY_BYTES} bytes")
+    try:
+        docs = json.loads(body)["scaledObjects"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OSError(f"/forecast did not answer the scaler's JSON: {exc}") from None
+    for doc in docs:
+        if doc.get("metric") == metric:
+            served = doc.get("served") or {}
+            if "error" in served:
+                return f"error: {served['error']}"
+            model = doc.get("model") or {}
+            confidence = served.get("confidence")
+            return (
+                f"{served.get('reason')} (mode {doc.get('mode')}, model {model.get('name', 'none')}, confidence "
+                f"{'-' if confidence is None else f'{confidence:.2f}'}): {served.get('why')}"
+            )
+    return f"no trigger {metric} of {namespace}/{name} in /forecast (is --http-address this scaler's?)"
+
+
+__all__ = ["KEDA_DEADLINE_S", "KedaAnswer", "ScalerClient", "channel", "parse_metadata", "served_why"]

@@ -94,10 +94,11 @@ def _python() -> str:
     return shlex.quote(sys.executable or "python3")
 
 
-def _query_command(port: int, obj: DemoObject) -> str:
+def _query_command(port: int, http_port: int, obj: DemoObject) -> str:
     pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in obj.metadata.items())
     return (
-        f"{_python()} -m scaler_service query --address 127.0.0.1:{port} --namespace {NAMESPACE} "
+        f"{_python()} -m scaler_service query --address 127.0.0.1:{port} --http-address 127.0.0.1:{http_port} "
+        f"--namespace {NAMESPACE} "
         f"--name {obj.name} --metadata {pairs}"
     )
 
@@ -211,7 +212,7 @@ def run_demo(args: argparse.Namespace) -> int:
             base = f"http://127.0.0.1:{server.http_port}"
             print(f"\nLive view in a browser: {base}/  (JSON: {base}/forecast ; metrics: {base}/metrics)", file=out)
             print("\nQuery it by hand, exactly as KEDA does (Ctrl-C stops the demo):", file=out)
-            print(f"  {_query_command(server.grpc_port, OBJECTS[0])}", file=out, flush=True)
+            print(f"  {_query_command(server.grpc_port, server.http_port, OBJECTS[0])}", file=out, flush=True)
         else:
             # The server stops with this command: print no address that is dead a second later.
             print(
@@ -219,7 +220,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"  {_python()} -m scaler_service demo --keep-running --grpc-port {KEEP_GRPC_PORT} "
                 f"--http-port {KEEP_HTTP_PORT}\n"
                 f"then open http://127.0.0.1:{KEEP_HTTP_PORT}/ and run:\n"
-                f"  {_query_command(KEEP_GRPC_PORT, OBJECTS[0])}",
+                f"  {_query_command(KEEP_GRPC_PORT, KEEP_HTTP_PORT, OBJECTS[0])}",
                 file=out,
                 flush=True,
             )

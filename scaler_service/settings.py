@@ -115,6 +115,8 @@ class Settings:
             raise SettingsError(f"source: must be 'prometheus' or 'replay', got {self.source!r}")
         if self.log_format not in ("json", "console"):
             raise SettingsError(f"log_format: must be 'json' or 'console', got {self.log_format!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
         for name in ("grpc_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -217,7 +219,8 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if raw is None:
             return None
-        if name in _DURATION_FIELDS:
+        if name in _DURATION_FIELDS or name.endswith("_s"):
+            # Every seconds field takes the trigger metadata's durations too (refit_interval_s: 1h), one parser.
             return _seconds(raw)
         if kind == "int":
             return int(raw)
@@ -239,8 +242,9 @@ def _convert(name: str, raw: Any) -> Any:
             return tuple(str(i).strip() for i in items if str(i).strip())
         return str(raw)
     except ValueError as exc:
-        expected = "a duration such as 30s, 5m or 1h30m" if name in _DURATION_FIELDS else kind
-        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {expected}") from exc
+        if name in _DURATION_FIELDS or name.endswith("_s"):
+            kind = "seconds or a duration (30s, 10m, 1h30m)"
+        raise SettingsError(f"{name}: cannot use {str(raw)[:40]!r} ({exc}); expected {kind}") from exc
 
 
 def settings_from_sources(cli: Mapping[str, Any], env: Mapping[str, str], config_file: Path | None = None) -> Settings:
@@ -305,7 +309,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prometheus-timeout-s",
-        type=float,
         help=f"Prometheus request timeout [{d.prometheus_timeout_s}] {env('prometheus_timeout_s')}",
     )
     parser.add_argument(
@@ -334,7 +337,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grace-period-s",
-        type=float,
         help=f"seconds in-flight calls get on shutdown [{d.grace_period_s}] {env('grace_period_s')}",
     )
     parser.add_argument(
@@ -362,12 +364,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fetch-workers", type=int, help=f"fetch threads [{d.fetch_workers}] {env('fetch_workers')}")
     parser.add_argument(
         "--fetch-interval-s",
-        type=float,
         help=f"seconds between latest-value fetches (default: the trigger's queryStep) {env('fetch_interval_s')}",
     )
     parser.add_argument(
         "--idle-drop-s",
-        type=float,
         help=f"drop series not asked about for this long [{d.idle_drop_s}] {env('idle_drop_s')}",
     )
     parser.add_argument(
@@ -402,12 +402,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refit-interval-s",
-        type=float,
         help=f"default refit interval [{d.refit_interval_s}] {env('refit_interval_s')}",
     )
     parser.add_argument(
         "--live-window-s",
-        type=float,
         help=f"window of the live forecast-vs-actual comparison [{d.live_window_s}] {env('live_window_s')}",
     )
     parser.add_argument(

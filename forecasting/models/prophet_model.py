@@ -27,8 +27,9 @@ from forecasting.models.base import (
 )
 from forecasting.series import DAY_S, WEEK_S, PreparedSeries
 
-for _name in ("prophet", "prophet.plot"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+logging.getLogger("prophet").setLevel(logging.WARNING)
+# Importing prophet logs "Importing plotly failed" at ERROR when plotly is absent: we never plot with Prophet.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 
 Z_80 = 1.2815515655446004
 """Two-sided 80% normal quantile: the band is the 10th to 90th percentile."""

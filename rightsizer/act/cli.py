@@ -32,6 +32,7 @@ from rightsizer.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
 from rightsizer.azure.errors import AzureError, TransientAzureError
 from rightsizer.azure.gateway import ComputeGateway, VmRef
 from rightsizer.domain import ApprovalTier
+from rightsizer.exit_codes import exit_code_for
 from rightsizer.files import FileProblem, load_json
 from rightsizer.settings import Settings, load_settings
 from rightsizer.tags import ApprovalTag, RecommendationTag, parse_iso
@@ -118,7 +119,7 @@ def _wrap(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
             return 3
         except (CommandError, AzureError, ValueError, OSError) as error:
             print(f"rightsizer: error: {error}", file=sys.stderr)
-            return 2
+            return int(exit_code_for(error))
 
     return run
 

@@ -79,6 +79,7 @@ def recommend(
     now: float,
     *,
     on_vm: Callable[[VmInfo, UsageStats], None] | None = None,
+    on_stats: Callable[[], object] | None = None,
 ) -> list[Recommendation]:
     """Exactly one recommendation per VM, in input order, skips included with their reason.
 
@@ -98,7 +99,7 @@ def recommend(
             out[vm.id] = _rec(vm, Decision.SKIP, reason, "data")
             continue
         sized.append((vm, usage))
-    all_stats = _all_usage_stats(sized, now, settings)
+    all_stats = _all_usage_stats(sized, now, settings, on_stats)
     for vm, vm_usage in sized:
         stats = all_stats.get(vm.id)
         if isinstance(stats, Exception):
@@ -178,10 +179,14 @@ def recommend(
 
 
 def _all_usage_stats(
-    sized: Sequence[tuple[VmInfo, VmUsage]], now: float, settings: Settings
+    sized: Sequence[tuple[VmInfo, VmUsage]],
+    now: float,
+    settings: Settings,
+    on_stats: Callable[[], object] | None = None,
 ) -> dict[str, UsageStats | Exception]:
     """Per-VM statistics (or the exception one VM raised, so the others go on); the forecast fits run on
-    ``forecast.workers`` threads (results do not depend on it)."""
+    ``forecast.workers`` threads (results do not depend on it). ``on_stats`` is called after each VM (from
+    the worker threads: progress display only)."""
 
     def one(u: VmUsage) -> UsageStats | Exception:
         try:
@@ -189,6 +194,9 @@ def _all_usage_stats(
         except Exception as exc:  # one VM's unexpected data must not stop the fleet
             log.exception("decide.stats_failed", vm=u.vm)
             return exc
+        finally:
+            if on_stats is not None:
+                on_stats()
 
     workers = settings.forecast.workers
     if workers <= 1 or len(sized) <= 1 or settings.forecast.method != "library":

@@ -17,18 +17,22 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import numpy as np
+from tqdm import tqdm
 
-from forecasting.series import DAY_S
+from forecasting.progress import progress_bar, wants_progress
+from forecasting.series import DAY_S, PreparedSeries
+from forecasting.serving import ServingModel
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.report import format_table, make_verdict, plot, to_json
 from scaler_service.backtest.runner import (
     BacktestConfig,
     PredictiveProvider,
+    choose_window,
     model_provider,
     recorded_provider,
     run_backtest,
 )
-from scaler_service.backtest.strategies import PredictiveSettings, service_fit_function
+from scaler_service.backtest.strategies import FitFunction, PredictiveSettings, service_fit_function
 from scaler_service.backtest.trace import (
     DemandTrace,
     FloatArray,
@@ -314,6 +318,26 @@ def fit_function(args: argparse.Namespace, config: BacktestConfig, trace: Demand
     return service_fit_function(f"backtest:{trace.name}", fit_config)
 
 
+def expected_fits(trace: DemandTrace, config: BacktestConfig) -> int:
+    """Scheduled refits over the simulated window (refits the live accuracy asks for come on top)."""
+    window = choose_window(trace, config)
+    return max(1, math.ceil((window.eval_end - window.sim_start) / config.predictive.refit_interval_s))
+
+
+def counting_fits(fit: FitFunction, bar: tqdm[Any]) -> FitFunction:
+    """``fit`` that advances ``bar`` once per fit, failed or not, growing its total for unscheduled refits."""
+
+    def counted(history: PreparedSeries, now: float, previous: ServingModel | None) -> ServingModel:
+        try:
+            return fit(history, now, previous)
+        finally:
+            if bar.total is not None and bar.n + 1 > bar.total:
+                bar.total = bar.n + 1
+            bar.update(1)
+
+    return counted
+
+
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the backtest the parsed arguments describe; 0 on success, 2 on bad input."""
     out = out if out is not None else sys.stdout
@@ -330,19 +354,29 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
                 raise UsageError("--tune refits models on the demand: give --trace or --prometheus-url, not --records")
             run_tune(args, trace, config.hpa, config.predictive, out)
             return 0
-        provider = (
-            recorded if recorded is not None else model_provider(config.predictive, fit_function(args, config, trace))
+        bar = progress_bar(
+            None if recorded is not None else expected_fits(trace, config),
+            desc="backtest",
+            unit="fits",
+            enabled=recorded is None and wants_progress(err, machine_output=args.output == "json"),
+            stream=err,
         )
-        report = run_backtest(trace, config, provider, predictive_source=source)
+        provider = (
+            recorded
+            if recorded is not None
+            else model_provider(config.predictive, counting_fits(fit_function(args, config, trace), bar))
+        )
+        with bar:
+            report = run_backtest(trace, config, provider, predictive_source=source)
     except (TraceError, UsageError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 2
     except Exception as exc:
-        from scaler_service.sources.base import SourceError
+        from scaler_service.sources.base import SourceError, SourceUnavailable
 
         if isinstance(exc, SourceError):
             print(f"error: {exc}", file=err)
-            return 2
+            return 3 if isinstance(exc, SourceUnavailable) else 2  # 3: Prometheus unreachable
         raise
     verdict = make_verdict(report)
     if args.plot:

@@ -289,6 +289,7 @@ def from_bundled(
         start=start,
         end=end,
         what=f"trace {name!r}",
+        unit=info.unit,
         upsample=upsample,
     )
     return trace.with_repairs(*repairs) if repairs else trace

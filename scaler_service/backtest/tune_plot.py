@@ -1,5 +1,5 @@
-"""The tuning run's picture: the four configurations over the tuning and held-back stretches, the held-back
-stretch shaded, drawn by the backtest's own :func:`scaler_service.backtest.report.plot`."""
+"""The tuning run's picture: the four configurations (defaults and tuned) on the held-back stretch, marked as
+such, drawn by the backtest's own :func:`scaler_service.backtest.report.plot`."""
 
 from __future__ import annotations
 
@@ -31,15 +31,20 @@ def plot_tuned(report: TuneReport, path: str | Path) -> Path:
     backtest = BacktestReport(
         trace=report.trace,
         config=BacktestConfig(hpa=report.hpa),
-        window=Window(split.sim_start, split.tune_start, split.end, split.sim_start - report.trace.start),
+        # The picture covers the held-back stretch only: its bars are the held-back figures, and its zooms
+        # (the worst shortfall, a typical day) are taken there, shaded and named as held back.
+        window=Window(split.sim_start, split.holdout_start, split.end, split.sim_start - report.trace.start),
         outcomes=outcomes,
         demand_at_ticks=report.demand_at_ticks,
-        predictive_run=PredictiveRun(values=reactive.simulation.metric, reasons={}),
+        # The value the tuned predictive configuration served at each KEDA poll (what the picture draws).
+        predictive_run=PredictiveRun(
+            values=report.outcomes["predictive_tuned"].simulation.metric[:: report.hpa.ticks_per_poll], reasons={}
+        ),
         predictive_source="model",
         headroom=headroom,
         run_seconds=report.run_seconds,
     )
-    return plot(backtest, path, span=(split.holdout_start, split.end, "held back (figures in the titles)"))
+    return plot(backtest, path, span=(split.holdout_start, split.end, "held back"))
 
 
 __all__ = ["plot_tuned"]

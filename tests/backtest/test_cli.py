@@ -73,6 +73,13 @@ def test_bundled_trace_with_the_service_pipeline_json_and_plot(tmp_path: Path) -
     assert any("interpolated to 1 minute" in r for r in doc["repairs"])
     assert isinstance(doc["verdict"], str) and "replica-hours" in doc["verdict"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(png)[..., :3] * 255).round().astype(int)
+    assert rgb.shape[:2] == (1200, 1400)
+    # Every strategy's bar in the cost and service summary is drawn in its colour.
+    for colour in ((0xD9, 0x77, 0x06), (0x7C, 0x3A, 0xED), (0x25, 0x63, 0xEB), (0x6B, 0x72, 0x80)):
+        assert (np.abs(rgb - np.array(colour)).sum(axis=-1) < 12).sum() > 500, colour
 
 
 def test_records_mode_table(tmp_path: Path) -> None:

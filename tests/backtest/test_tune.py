@@ -204,3 +204,11 @@ def test_tune_refuses_records_which_hold_no_demand_to_refit_on(tmp_path: Path) -
     args = build_parser().parse_args(["--records", str(records), "--target-value", "5", "--tune"])
     assert run(args, out=out, err=err) == 2
     assert "--tune" in err.getvalue() and "--records" in err.getvalue()
+
+
+def test_plot_marks_the_held_back_stretch(tmp_path: Path) -> None:
+    from scaler_service.backtest.tune_plot import plot_tuned
+
+    report = _tuned(daily_trace(5, seed=1))
+    out = plot_tuned(report, tmp_path / "tune.png")
+    assert out.stat().st_size > 10_000

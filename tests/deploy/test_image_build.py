@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from scaler_service.client import ScalerClient, channel
-from tests.deploy.conftest import OBJECTS, RunningScaler, fitted
+from tests.deploy.conftest import OBJECTS, REGISTER_DEADLINE_S, RunningScaler, fitted
 from tests.deploy.render import ROOT
 from tests.support.prometheus import free_port
 
@@ -38,7 +38,7 @@ pytestmark = [
     ),
 ]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-FIT_TIMEOUT_S = 240.0
+FIT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def test_scaler_in_the_image_fits_and_serves(image: tuple[Buildah, str], tmp_pat
                 time.sleep(0.5)
         client = ScalerClient(channel(scaler.grpc_address))
         try:
-            answer = client.keda_poll("image-test", "web", OBJECTS["web"])
+            answer = client.keda_poll("image-test", "web", OBJECTS["web"], deadline_s=REGISTER_DEADLINE_S)
             assert answer.value_float >= 0
         finally:
             client.close()

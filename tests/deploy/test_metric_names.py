@@ -3,8 +3,9 @@
 The names are read from the services themselves, not from a list: a scaler started from the source tree
 (`python -m scaler_service serve --source replay`, sharing work through a real redis-server so the shared-store
 metric exists, with ScaledObjects registered through the KEDA-like client and a fit landed) and its `/metrics`; and
-the rightsizer's metrics file after a dry run on the bundled fleet (`rightsizer recommend --metrics-textfile`), the
-same metrics it pushes to a Pushgateway. A name that is missing fails with the list of missing names.
+what the rightsizer pushes to a real Pushgateway (Debian's prometheus-pushgateway) and writes to its metrics file
+after a dry run on the bundled fleet (`rightsizer recommend --pushgateway URL`, as the CronJob runs it). A name that
+is missing fails with the list of missing names.
 """
 
 from __future__ import annotations
@@ -21,26 +22,39 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler_service.client import ScalerClient, channel
-from tests.deploy.conftest import OBJECTS, RunningScaler, fitted
+from tests.deploy.conftest import OBJECTS, REGISTER_DEADLINE_S, RunningScaler, fitted
 from tests.deploy.monitoring import PROMETHEUS_OWN, dashboard_queries, metric_names, rules, selected_metrics
 from tests.deploy.render import ROOT
 from tests.support.prometheus import free_port
+from tests.support.pushgateway import BINARY as PUSHGATEWAY_BINARY
+from tests.support.pushgateway import Pushgateway, metric_families
 
 REDIS_SERVER = os.environ.get("FORESIGHT_REDIS_SERVER", "/usr/bin/redis-server")
-FIT_TIMEOUT_S = 180.0
+FIT_TIMEOUT_S = 300.0
 # A cheap fit (5 days at 5 minutes): only the names matter here, the install test fits one-minute data.
 METRICS_OBJECTS = {
     name: {**metadata, "queryStep": "5m", "historyTimeWindow": "5d"} for name, metadata in OBJECTS.items()
 }
 
 
+_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("_count", "_sum"),
+    "info": ("_info",),
+}
+
+
 def exported_names(exposition: str) -> set[str]:
-    """Sample names (``x_total``, ``x_bucket``, ...) and family names of a Prometheus text exposition."""
+    """The sample names a Prometheus text exposition declares: every family (``# TYPE``), with the suffixes its type
+    gives its samples (``x_total``, ``x_bucket``, ...), whether or not a labelled family has a series yet (a
+    counter of rollbacks has none until the first rollback)."""
     names: set[str] = set()
     for family in text_string_to_metric_families(exposition):
-        if family.samples:
-            names.add(family.name)
-            names.update(sample.name for sample in family.samples)
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ()))
+        names.update(sample.name for sample in family.samples)
     return names
 
 
@@ -109,14 +123,14 @@ def scaler_from_source(
                 time.sleep(0.3)
         client = ScalerClient(channel(scaler.grpc_address))
         for name, metadata in METRICS_OBJECTS.items():
-            client.keda_poll("metrics-test", name, metadata)
+            client.keda_poll("metrics-test", name, metadata, deadline_s=REGISTER_DEADLINE_S)
         deadline = time.monotonic() + FIT_TIMEOUT_S
         while not fitted(scaler):
             assert proc.poll() is None, f"the scaler exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no fit within {FIT_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
             time.sleep(1.0)
         for name, metadata in METRICS_OBJECTS.items():
-            client.keda_poll("metrics-test", name, metadata)
+            client.keda_poll("metrics-test", name, metadata, deadline_s=REGISTER_DEADLINE_S)
         yield scaler
     finally:
         if client is not None:
@@ -130,19 +144,38 @@ def scaler_from_source(
 
 
 @pytest.fixture(scope="module")
-def rightsizer_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def rightsizer_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+    """Names the rightsizer exports after a dry run on the bundled fleet, as the CronJob runs it: what a real
+    Pushgateway then serves for job foresight-rightsizer, and the families its metrics file declares (a labelled
+    counter such as rollbacks has no series, so nothing in the gateway, until the first rollback)."""
+    if shutil.which(PUSHGATEWAY_BINARY) is None:
+        pytest.skip(f"{PUSHGATEWAY_BINARY} not installed (scripts/setup.sh --with-test-tools installs it)")
     work = tmp_path_factory.mktemp("rightsizer-metrics")
+    config = work / "config.yaml"  # as the CronJob's: decisions recorded in an audit log
+    config.write_text(f"dry_run: true\naudit_log: {work / 'audit.jsonl'}\n", encoding="utf-8")
     textfile = work / "rightsizer.prom"
-    done = subprocess.run(
-        [sys.executable, "-m", "rightsizer", "recommend", "--output", "json", "--metrics-textfile", str(textfile)],
-        cwd=work,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return exported_names(textfile.read_text(encoding="utf-8"))
+    gateway = Pushgateway(work)
+    try:
+        command = [sys.executable, "-m", "rightsizer", "recommend", "--output", "json", f"--config={config}"]
+        done = subprocess.run(
+            [*command, f"--pushgateway={gateway.url}", f"--metrics-textfile={textfile}"],
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        pushed = {
+            sample.name
+            for family in metric_families(gateway.url).values()
+            for sample in family.samples
+            if sample.labels.get("job") == "foresight-rightsizer"  # the job the alerts select
+        }
+        assert "push_time_seconds" in pushed and "rightsizer_vms_seen" in pushed, sorted(pushed)
+        yield pushed | exported_names(textfile.read_text(encoding="utf-8"))
+    finally:
+        gateway.stop()
 
 
 def test_every_metric_the_alerts_and_dashboard_read_is_exported(

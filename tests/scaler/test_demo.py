@@ -46,6 +46,12 @@ def test_demo_prints_what_is_served_and_why_and_keeps_the_live_view_running() ->
         with urllib.request.urlopen(live.group(1), timeout=10) as resp:
             page = resp.read().decode()
         assert resp.status == 200 and "demo/taxi-dispatch" in page and "<svg" in page
+        # The printed command works as printed, and says why the value is served.
+        command = next(line for line in out.splitlines() if "-m scaler_service query" in line)
+        query = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert query.returncode == 0, query.stderr[-2000:]
+        why = next(line for line in query.stdout.splitlines() if line.startswith("Why:"))
+        assert "(mode predictive, model " in why and "confidence" in why, why
     finally:
         proc.send_signal(signal.SIGINT)
         _rest, err = proc.communicate(timeout=30)

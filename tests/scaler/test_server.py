@@ -286,6 +286,18 @@ def test_settings_precedence(tmp_path: Path) -> None:
         settings_from_sources({}, {}, bad)
 
 
+def test_seconds_settings_take_the_trigger_metadata_durations(tmp_path: Path) -> None:
+    """One duration parser: what a ScaledObject's metadata accepts (1h, 30s, 1h30m) a settings file, a flag and
+    the environment accept too, and a bad one is refused naming the accepted forms."""
+    config = tmp_path / "scaler.yaml"
+    config.write_text("refit_interval_s: 1h\ngrace_period_s: 30s\n")
+    s = settings_from_sources({"live_window_s": "10m"}, {"FORESIGHT_IDLE_DROP_S": "1h30m"}, config)
+    assert (s.refit_interval_s, s.grace_period_s, s.live_window_s, s.idle_drop_s) == (3600, 30, 600, 5400)
+    assert settings_from_sources({"refit_interval_s": "90"}, {}).refit_interval_s == 90
+    with pytest.raises(SettingsError, match=r"refit_interval_s: cannot use 'soon'.*expected seconds or a duration"):
+        settings_from_sources({"refit_interval_s": "soon"}, {})
+
+
 def test_help_documents_every_flag() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "scaler_service", "serve", "--help"],
@@ -365,5 +377,5 @@ def test_query_command(start_scaler: StartScaler, source: ScriptedSource) -> Non
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input
     assert "INVALID_ARGUMENT" in bad.stderr and "threshold: must be a number > 0" in bad.stderr
