@@ -283,7 +283,15 @@ def warm_up(server: ServerProcess, config: LoadConfig, first: int, count: int, t
         stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
         for i in range(first, first + count):
             namespace, name, metadata = config.scaled_object(i)
-            poll_once(stub, namespace, name, metadata)
+            for attempt in range(20):
+                try:
+                    poll_once(stub, namespace, name, metadata)
+                    break
+                except grpc.RpcError as error:
+                    # A busy machine: the brand-new series' first fetch outlasted the server's wait. Poll again.
+                    if error.code() is not grpc.StatusCode.UNAVAILABLE or attempt == 19:
+                        raise
+                    time.sleep(0.5)
     deadline = time.monotonic() + timeout_s
     while warm_series(parse_metrics(server.metrics_text())) < first + count:
         if time.monotonic() > deadline:

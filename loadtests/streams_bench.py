@@ -261,7 +261,9 @@ def measured_run(server: ServerProcess, config: LoadConfig) -> dict[str, Any]:
 def streams_phase(work: Path, models: Path, args: argparse.Namespace) -> dict[str, Any]:
     """On one aio server, alternately: the unary load with no stream open, then with every stream open."""
     total = max(args.objects, args.streams)
-    server = ServerProcess(work, models, pin_cpu=None, cache_entries=total + 100, extra_args=["--grpc-server", "aio"])
+    # The polled and the streaming ScaledObjects are distinct subscriptions: room for both (later flags win).
+    extra = ["--grpc-server", "aio", "--max-subscriptions", str(2 * total + 1000)]
+    server = ServerProcess(work, models, pin_cpu=None, cache_entries=total + 100, extra_args=extra)
     out: dict[str, Any] = {"rounds": []}
     try:
         config = load_config(server.target, args)

@@ -2,7 +2,7 @@
 
 rightsizer                                   # dry run on the bundled example fleet, table output
 rightsizer recommend --inventory vms.json --metrics metrics.csv --output json
-rightsizer recommend --config rightsizer.yaml            # Azure inventory + Prometheus metrics
+rightsizer recommend --config rightsizer.yaml            # Azure inventory + Azure Monitor (or Prometheus) metrics
 rightsizer recommend --config rightsizer.yaml --apply    # act on auto/approved resizes
 rightsizer recommend --shard 0/4                          # this job's quarter of the fleet
 """
@@ -16,7 +16,7 @@ import importlib.metadata
 import importlib.util
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
-from tqdm import tqdm
 
 from forecasting.progress import progress_bar, wants_progress
 from rightsizer.azure.errors import AzureError, TransientAzureError
@@ -36,11 +35,12 @@ from rightsizer.exit_codes import ExitCode, exit_code_for
 from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem
 from rightsizer.inputs import load_inventory_with_as_of, load_metrics_csv, newest_sample, parse_timestamp
 from rightsizer.logs import configure_logging
-from rightsizer.metrics import Usage, VmUsage, usage_from_prometheus, usage_from_raw
+from rightsizer.metrics import Usage, VmUsage, usage_from_raw
 from rightsizer.output import to_csv, to_json, to_table
 from rightsizer.prices import PriceDataError
 from rightsizer.run_metrics import DEFAULT_PUSH_TIMEOUT_S, ExportTargets, RunMetrics, export
 from rightsizer.settings import Settings, SettingsError, load_settings
+from rightsizer.sources.live import MonitorFactory, PrometheusFactory, SourceUnavailable, live_usage
 
 EXAMPLE_INVENTORY = "fleet-inventory.json"
 EXAMPLE_METRICS = "fleet-metrics.csv.gz"
@@ -112,7 +112,8 @@ def gather_inputs(
     settings: Settings,
     *,
     gateway_factory: Callable[[], Any] = _azure_gateway,
-    prometheus_factory: Callable[[str], Any] | None = None,
+    prometheus_factory: PrometheusFactory | None = None,
+    monitor_factory: MonitorFactory | None = None,
 ) -> Inputs:
     """The VMs and their usage. Evaluation time: ``--now``; else the inventory's ``as_of``; else, for an
     offline metrics file, its newest sample (so an old export works as it is); else the current time."""
@@ -154,19 +155,23 @@ def gather_inputs(
             if newest is not None:
                 now, basis = newest, "the newest sample in the metrics file (--now to change)"
         usage = usage_from_raw(raw, vms, settings.metrics, now, not_after=wall_clock + CLOCK_SKEW_S)
-    elif settings.metrics.prometheus_url:
-        if prometheus_factory is None:
-            from prometheus_api_client import PrometheusConnect
-
-            client = PrometheusConnect(url=settings.metrics.prometheus_url, disable_ssl=True)
-        else:
-            client = prometheus_factory(settings.metrics.prometheus_url)
+    else:
         with progress_bar(
             len(vms), desc="metrics", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
         ) as bar:
-            usage = usage_from_prometheus(client, bar_iter(bar, vms), settings.metrics, now)
-    else:
-        raise UsageError("no metrics source: pass --metrics FILE.csv or set metrics.prometheus_url in --config")
+
+            def advance(n: int) -> None:
+                bar.update(n)
+
+            usage, metrics_note = live_usage(
+                vms,
+                settings,
+                now,
+                prometheus_factory=prometheus_factory,
+                monitor_factory=monitor_factory,
+                on_done=advance,
+            )
+        source = f"{source}; metrics from {metrics_note}"
     return Inputs(vms, usage, now, source, gateway, basis)
 
 
@@ -258,13 +263,6 @@ def _export_targets(args: argparse.Namespace) -> ExportTargets:
 def _machine_output(args: argparse.Namespace) -> bool:
     """JSON and CSV are read by programs: no progress bar even on a terminal."""
     return getattr(args, "output", "table") in ("json", "csv")
-
-
-def bar_iter(bar: tqdm[Any], items: Sequence[VmInfo]) -> Iterator[VmInfo]:
-    """``items``, advancing ``bar`` as each one is finished (when the next is asked for, or at the end)."""
-    for item in items:
-        yield item
-        bar.update(1)
 
 
 def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, **factories: Any) -> int:
@@ -389,8 +387,8 @@ def _record_and_apply(
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, **factories: Any) -> int:
-    """The command line; ``factories`` (``gateway_factory``, ``prometheus_factory``) let tests point the
-    recommend command at fake services."""
+    """The command line; ``factories`` (``gateway_factory``, ``prometheus_factory``, ``monitor_factory``) let
+    tests point the recommend command at fake services."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = {"recommend", *(_subcommand_names(parser))}
@@ -421,6 +419,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, **factori
     except AzureError as exc:
         print(f"rightsizer: error: {exc}", file=sys.stderr)
         return 2
+    except SourceUnavailable as exc:
+        print(f"rightsizer: error: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:  # Prometheus or the pushgateway unreachable (3), other bad input (2), a bug (1)
         code = exit_code_for(exc)
         if code is ExitCode.INTERNAL:

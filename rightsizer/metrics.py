@@ -1,4 +1,5 @@
-"""Per-VM CPU and memory utilisation on a regular grid over the lookback, from a CSV or from Prometheus.
+"""Per-VM CPU and memory utilisation on a regular grid over the lookback, whatever the source (a CSV file, Azure
+Monitor, Prometheus: see :mod:`rightsizer.sources`).
 
 Every VM gets either a :class:`VmUsage` (grid over ``[now - lookback, now]``, completeness known) or a
 :class:`NoUsage` whose reason says what is missing, e.g. ``"not enough data: 2.1 of 7 days"``.
@@ -6,10 +7,8 @@ Every VM gets either a :class:`VmUsage` (grid over ``[now - lookback, now]``, co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 
@@ -181,84 +180,11 @@ def usage_from_raw(
     return out
 
 
-# --- Prometheus -------------------------------------------------------------------------------------------
-
-
-class RangeQuery(Protocol):
-    """The part of ``prometheus_api_client.PrometheusConnect`` used here."""
-
-    def custom_query_range(self, query: str, start_time: Any, end_time: Any, step: str) -> list[dict[str, Any]]: ...
-
-
-MAX_POINTS_PER_QUERY = 10_000
-"""Prometheus refuses more than 11,000 points per series per range query; chunk below that."""
-
-
-def _instance_of(vm: VmInfo, settings: MetricsSettings) -> str:
-    return vm.tags.get(settings.instance_label_tag) or vm.name
-
-
-def _query_samples(
-    client: RangeQuery, query: str, start: float, end: float, step_s: float
-) -> tuple[FloatArray, FloatArray]:
-    from datetime import UTC, datetime
-
-    ts_parts: list[FloatArray] = []
-    val_parts: list[FloatArray] = []
-    chunk_s = MAX_POINTS_PER_QUERY * step_s
-    t0 = start
-    while t0 <= end:
-        t1 = min(end, t0 + chunk_s - step_s)
-        result = client.custom_query_range(
-            query,
-            start_time=datetime.fromtimestamp(t0, UTC),
-            end_time=datetime.fromtimestamp(t1, UTC),
-            step=f"{int(step_s)}s",
-        )
-        if len(result) > 1:
-            labels = "; ".join(str(s.get("metric", {})) for s in result[:3])
-            raise ValueError(f"query returned {len(result)} series ({labels}); exactly one per VM is needed: {query}")
-        if result:
-            pairs = result[0].get("values", [])
-            ts_parts.append(np.fromiter((float(p[0]) for p in pairs), dtype=np.float64, count=len(pairs)))
-            val_parts.append(np.fromiter((float(p[1]) for p in pairs), dtype=np.float64, count=len(pairs)))
-        t0 = t1 + step_s
-    if not ts_parts:
-        return np.empty(0), np.empty(0)
-    return np.concatenate(ts_parts), np.concatenate(val_parts)
-
-
-def usage_from_prometheus(
-    client: RangeQuery, vms: Iterable[VmInfo], settings: MetricsSettings, now: float
-) -> dict[str, Usage]:
-    """Range-query CPU and memory per VM with the settings' templates (``{vm}`` = the VM's instance label)."""
-    out: dict[str, Usage] = {}
-    end = math.floor(now / settings.step_s) * settings.step_s
-    start = end - settings.lookback_days * DAY_S + settings.step_s
-    for vm in vms:
-        instance = _instance_of(vm, settings)
-        try:
-            ts, cpu = _query_samples(client, settings.cpu_query.format(vm=instance), start, end, settings.step_s)
-            mts, mem = _query_samples(client, settings.memory_query.format(vm=instance), start, end, settings.step_s)
-        except (ValueError, OSError) as exc:
-            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {exc}")
-            continue
-        except Exception as exc:  # prometheus-api-client raises its own exception types for HTTP errors
-            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {type(exc).__name__}: {exc}")
-            continue
-        memory = _align(ts, mts, mem)
-        out[vm.id] = usage_from_samples(vm.id, ts, cpu, memory, settings, now)
-    return out
-
-
-def _align(ts: FloatArray, other_ts: FloatArray, other_values: FloatArray) -> FloatArray:
-    """``other_values`` at the timestamps ``ts`` (NaN where the other query had no point)."""
-    out = np.full(len(ts), np.nan)
-    if len(other_ts) == 0 or len(ts) == 0:
-        return out
-    index = {float(t): i for i, t in enumerate(other_ts)}
-    for i, t in enumerate(ts):
-        j = index.get(float(t))
-        if j is not None:
-            out[i] = other_values[j]
-    return out
+def apply_memory_policy(usage: Usage, *, allow_cpu_only: bool) -> Usage:
+    """A VM whose memory is unknown is sized on CPU alone only when allowed; otherwise a skip saying so."""
+    if not isinstance(usage, VmUsage) or usage.memory is not None or allow_cpu_only:
+        return usage
+    note = usage.memory_note or "memory unknown"
+    if not note.startswith("memory unknown"):
+        note = f"memory unknown: {note}"
+    return NoUsage(usage.vm, f"{note}; not sized on CPU alone (metrics.size_without_memory is off)")

@@ -94,23 +94,28 @@ def row(rec: Recommendation) -> dict[str, Any]:
     }
 
 
+def full_row(rec: Recommendation) -> dict[str, Any]:
+    """Every field of a recommendation: JSON's objects and CSV's rows are these (CSV writes stats as JSON)."""
+    return {
+        **row(rec),
+        "id": rec.vm.id,
+        "approval_tier": rec.approval_tier.value,
+        "gate": rec.gate,
+        "current_monthly_usd": rec.current_monthly_usd,
+        "target_monthly_usd": rec.target_monthly_usd,
+        "stats": dict(rec.stats),
+    }
+
+
+CSV_FIELDS = (*FIELDS, "id", "approval_tier", "gate", "current_monthly_usd", "target_monthly_usd", "stats")
+
+
 def to_json(
     recs: Sequence[Recommendation], *, header: dict[str, Any] | None = None, group_by: str | None = None
 ) -> str:
     doc: dict[str, Any] = dict(header or {})
     doc["pricing"] = PRICING_NOTE
-    doc["recommendations"] = [
-        {
-            **row(r),
-            "id": r.vm.id,
-            "approval_tier": r.approval_tier.value,
-            "gate": r.gate,
-            "current_monthly_usd": r.current_monthly_usd,
-            "target_monthly_usd": r.target_monthly_usd,
-            "stats": dict(r.stats),
-        }
-        for r in recs
-    ]
+    doc["recommendations"] = [full_row(r) for r in recs]
     doc["totals"] = totals(recs).as_dict()
     if group_by:
         doc["totals_by_group"] = {
@@ -121,39 +126,21 @@ def to_json(
 
 
 def to_csv(recs: Sequence[Recommendation], *, as_of: str | None = None, group_by: str | None = None) -> str:
+    """One row per VM with the JSON's fields, and nothing else: totals are sums a reader computes (or takes
+    from the JSON output), never a row that a spreadsheet would add to the data. ``as_of`` and ``group_by``
+    (the VM's value of that tag) become columns."""
+    fields = [*CSV_FIELDS, *(["as_of"] if as_of else []), *([f"tag:{group_by}"] if group_by else [])]
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in recs:
-        w.writerow({k: ("" if v is None else v) for k, v in row(r).items()})
-    t = totals(recs)
-    # The totals line: same columns, so any CSV reader keeps working; "vm" says what it is.
-    w.writerow(
-        {
-            "vm": "TOTAL",
-            "current_size": f"{t.vms} VMs",
-            "target_size": "",
-            "action": " ".join(f"{k}={v}" for k, v in t.by_action.items()),
-            "monthly_savings_usd": round(t.recommended_monthly_savings_usd, 2),
-            "confidence": "",
-            "decision": " ".join(f"{k}={v}" for k, v in t.by_decision.items()),
-            "reason": (f"as of {as_of}; " if as_of else "")
-            + f"applicable now ${t.applicable_monthly_savings_usd:,.2f}/month; "
-            f"awaiting approval ${t.pending_approval_monthly_savings_usd:,.2f}/month; {PRICING_NOTE}",
-        }
-    )
-    for name, g in totals_by_group(recs, group_by) if group_by else ():
-        w.writerow(
-            {
-                "vm": f"TOTAL {group_by}={name}",
-                "current_size": f"{g.vms} VMs",
-                "action": " ".join(f"{k}={v}" for k, v in g.by_action.items()),
-                "monthly_savings_usd": round(g.recommended_monthly_savings_usd, 2),
-                "decision": " ".join(f"{k}={v}" for k, v in g.by_decision.items()),
-                "reason": f"applicable now ${g.applicable_monthly_savings_usd:,.2f}/month; "
-                f"awaiting approval ${g.pending_approval_monthly_savings_usd:,.2f}/month",
-            }
-        )
+        values = full_row(r)
+        values["stats"] = json.dumps(values["stats"], sort_keys=True, separators=(",", ":"))
+        if as_of:
+            values["as_of"] = as_of
+        if group_by:
+            values[f"tag:{group_by}"] = group_of(r.vm.tags, group_by)
+        w.writerow({k: ("" if v is None else v) for k, v in values.items()})
     return out.getvalue()
 
 
@@ -161,28 +148,40 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+TABLE_WIDTH = 180
+"""The table fits a 180-column terminal: the reason column takes what the others leave."""
+
+
+def format_savings(usd: float) -> str:
+    """A saving, or what an upsize costs: never a negative saving."""
+    return f"${usd:,.2f}" if usd >= 0 else f"costs ${-usd:,.2f} more"
+
+
 def to_table(
     recs: Sequence[Recommendation],
     *,
     header_lines: Sequence[str] = (),
-    reason_width: int = 90,
+    width: int = TABLE_WIDTH,
     group_by: str | None = None,
 ) -> str:
     cols = ("VM", "CURRENT", "TARGET", "ACTION", "SAVINGS/MO", "CONF", "DECISION", "REASON")
-    rows = [
+    cells = [
         (
-            r.vm.name,
+            _clip(r.vm.name, 40),
             r.current_size,
             r.target_size or "-",
             r.action.value,
-            f"${r.monthly_savings_usd:,.2f}",
+            format_savings(r.monthly_savings_usd),
             f"{r.confidence:.2f}",
             r.decision.value,
-            _clip(r.reason, reason_width),
+            r.reason,
         )
         for r in recs
     ]
-    widths = [max(len(c), *(len(x[i]) for x in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    fixed = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols[:-1])]
+    reason_width = max(20, width - sum(fixed) - 2 * len(fixed))
+    rows = [(*x[:-1], _clip(x[-1], reason_width)) for x in cells]
+    widths = [*fixed, max(len(cols[-1]), *(len(x[-1]) for x in rows)) if rows else len(cols[-1])]
     right = {4, 5}
 
     def fmt(values: Sequence[str]) -> str:

@@ -63,18 +63,65 @@ class Gates:
     database_roles: tuple[str, ...] = ("database", "db")
 
 
+METRICS_SOURCES = ("azure-monitor", "prometheus")
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
+    source: str | None = None
+    """Live source of VM usage: ``azure-monitor`` (platform metrics, no agent needed; the default) or
+    ``prometheus``. Unset with only ``prometheus_url`` given means Prometheus (settings written before Azure
+    Monitor was a source keep working). Offline files (``--metrics``) override it."""
     lookback_days: float = 7.0
     step_s: float = 300.0
     min_completeness: float = 0.95
+    size_without_memory: bool = False
+    """A VM whose memory is unknown (no memory metric) is sized on CPU alone, keeping at least its current memory,
+    only when true; otherwise it is skipped with "memory unknown" as the reason. Applies to the live sources."""
     prometheus_url: str | None = None
+    prometheus_ca_bundle: str | None = None
+    """PEM file of the CA(s) that signed Prometheus' certificate; the system's CAs when unset. TLS is always
+    verified."""
+    prometheus_bearer_token_file: str | None = None
+    """File holding a bearer token (re-read each run, as a mounted Secret rotates)."""
+    prometheus_basic_auth_user: str | None = None
+    prometheus_basic_auth_password_file: str | None = None
     cpu_query: str = DEFAULT_CPU_QUERY
     """Template: ``{vm}`` is replaced by the VM's metrics instance (name by default)."""
     memory_query: str = DEFAULT_MEMORY_QUERY
     instance_label_tag: str = "prometheus-instance"
     """VM tag naming its Prometheus instance label when it differs from the VM name."""
     timeout_s: float = 30.0
+
+
+AZURE_MONITOR_GRAINS_S = (60.0, 300.0, 900.0, 1800.0, 3600.0, 21600.0, 43200.0, 86400.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AzureMonitorSettings:
+    """The Azure Monitor metrics source (``metrics.source: azure-monitor``)."""
+
+    endpoint: str = "https://{region}.metrics.monitor.azure.com"
+    """Regional endpoint of the metrics data plane; ``{region}`` is each VM's region (sovereign clouds:
+    ``https://{region}.metrics.monitor.azure.cn``, with ``audience`` to match)."""
+    audience: str = "https://metrics.monitor.azure.com"
+    concurrency: int = 4
+    """Batch calls in flight at once (the service throttles per subscription: keep it small)."""
+    batch_size: int = 50
+    """Resources per call (the service's maximum is 50)."""
+    granularity_s: float = 0.0
+    """Time grain asked of the service; 0 means ``metrics.step_s``. One of 60, 300, 900, 1800, 3600, ... s."""
+    max_points_per_call: int = 8640
+    """Points per series per call (the API does not page): a longer lookback is split in time."""
+    max_attempts: int = 5
+    """Calls per batch in all when throttled (429) or failing with 5xx/connection errors."""
+    backoff_base_s: float = 1.0
+    max_retry_delay_s: float = 60.0
+    """Longest wait honoured from a Retry-After (a longer ask is cut to it)."""
+    timeout_s: float = 60.0
+    max_response_mb: float = 128.0
+    """A call's answer larger than this is refused (that batch is skipped) rather than held in memory; 50 VMs x
+    8,640 points x 2 metrics are about 50 MB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +166,7 @@ class Settings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     gates: Gates = field(default_factory=Gates)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    azure_monitor: AzureMonitorSettings = field(default_factory=AzureMonitorSettings)
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     prices: PriceSettings = field(default_factory=PriceSettings)
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -134,6 +182,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "thresholds": Thresholds,
     "gates": Gates,
     "metrics": MetricsSettings,
+    "azure_monitor": AzureMonitorSettings,
     "forecast": ForecastSettings,
     "prices": PriceSettings,
     "azure": AzureSettings,
@@ -141,6 +190,7 @@ _SECTIONS: dict[str, type[Any]] = {
 _CHOICES = {
     ("thresholds", "memory_statistic"): ("p95", "max"),
     ("forecast", "method"): ("library", "seasonal-profile", "none"),
+    ("metrics", "source"): METRICS_SOURCES,
 }
 
 
@@ -157,10 +207,14 @@ def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise SettingsError(f"{where}: expected true or false, got {value!r}")
         return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+            raise SettingsError(f"{where}: expected a whole number, got {value!r}")
+        return int(value)
     if "float" in text or "int" in text:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SettingsError(f"{where}: expected a number, got {value!r}")
-        return int(value) if text == "int" else float(value)
+        return float(value)
     if "str" in text:
         if value is None and "None" in text:
             return None
@@ -229,6 +283,32 @@ def validate(settings: Settings) -> None:
         raise SettingsError("metrics.lookback_days and metrics.step_s must be > 0")
     if not 0 < m.min_completeness <= 1:
         raise SettingsError(f"metrics.min_completeness: {m.min_completeness} is outside (0, 1]")
+    if m.prometheus_basic_auth_password_file and not m.prometheus_basic_auth_user:
+        raise SettingsError("metrics.prometheus_basic_auth_password_file needs metrics.prometheus_basic_auth_user")
+    if m.prometheus_bearer_token_file and m.prometheus_basic_auth_user:
+        raise SettingsError("metrics: use either a bearer token file or basic auth for Prometheus, not both")
+    _validate_azure_monitor(settings.azure_monitor, m)
+
+
+def _validate_azure_monitor(a: AzureMonitorSettings, m: MetricsSettings) -> None:
+    if not a.endpoint.startswith("https://"):
+        raise SettingsError(f"azure_monitor.endpoint: {a.endpoint[:80]!r} must be an https:// URL")
+    if not 1 <= a.concurrency <= 64:
+        raise SettingsError(f"azure_monitor.concurrency: {a.concurrency} is outside 1-64")
+    if not 1 <= a.batch_size <= 50:
+        raise SettingsError(f"azure_monitor.batch_size: {a.batch_size} is outside 1-50 (the service's maximum)")
+    grain = a.granularity_s or m.step_s
+    live = m.source or ("prometheus" if m.prometheus_url else "azure-monitor")
+    if live == "azure-monitor" and grain not in AZURE_MONITOR_GRAINS_S:
+        accepted = ", ".join(f"{g:g}" for g in AZURE_MONITOR_GRAINS_S)
+        what = "azure_monitor.granularity_s" if a.granularity_s else "metrics.step_s"
+        raise SettingsError(f"{what}: {grain:g} s is not an Azure Monitor time grain; accepted: {accepted}")
+    if a.max_points_per_call < 1 or a.max_attempts < 1:
+        raise SettingsError("azure_monitor.max_points_per_call and azure_monitor.max_attempts must be >= 1")
+    if a.backoff_base_s < 0 or a.max_retry_delay_s < 0 or a.timeout_s <= 0 or a.max_response_mb <= 0:
+        raise SettingsError(
+            "azure_monitor: backoff_base_s and max_retry_delay_s must be >= 0, timeout_s and max_response_mb > 0"
+        )
 
 
 MAX_SETTINGS_BYTES = 1024 * 1024

@@ -18,8 +18,9 @@ import grpc
 import structlog
 
 from forecasting.log_setup import route_stdlib_logging
-from scaler_service.exit_codes import ExitCode, for_rpc_status, package_version
+from scaler_service.exit_codes import ExitCode, for_rpc_status
 from scaler_service.settings import SettingsError, add_settings_arguments, settings_from_args
+from scaler_service.version import package_version
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

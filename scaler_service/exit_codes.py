@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from enum import IntEnum
 
 import grpc
@@ -29,11 +28,4 @@ def for_rpc_status(code: grpc.StatusCode) -> ExitCode:
     return ExitCode.INTERNAL
 
 
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("foresight")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
-
-
-__all__ = ["ExitCode", "for_rpc_status", "package_version"]
+__all__ = ["ExitCode", "for_rpc_status"]

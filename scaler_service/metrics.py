@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from scaler_service.decision import Mode
 from scaler_service.engine import SeriesEngine
 from scaler_service.store.base import StoreMode
+from scaler_service.version import package_version
 
 DEFAULT_METRICS_MAX_SUBSCRIPTIONS = 250
 RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -57,6 +58,11 @@ class ScalerMetrics:
             "foresight_fit_duration_seconds", "Duration of model fits", buckets=FIT_BUCKETS, registry=registry
         )
         self.fits = Counter("foresight_fits", "Model fits by outcome", ["outcome"], registry=registry)
+        # The version as a label, so a dashboard shows which versions run during a rolling upgrade.
+        self.build_info = Gauge(
+            "foresight_build_info", "1, labelled with the running version", ["version"], registry=registry
+        )
+        self.build_info.labels(version=package_version()).set(1)
         self.series_refused = Counter(
             "foresight_series_refused",
             "Requests refused because a cap on series or subscriptions was reached, by the cap's setting",

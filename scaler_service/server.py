@@ -45,6 +45,7 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
                         address,
                         timeout_s=settings.prometheus_timeout_s,
                         max_points_per_query=settings.prometheus_max_points,
+                        auth=settings.prometheus_auth(),
                     )
                 sources[address] = source
             return source

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from scaler_service.sources.prometheus_auth import PrometheusAuth
+
 ENV_PREFIX = "FORESIGHT_"
 REPLAY_ADDRESS = "replay"
 """The address every trigger resolves to under the replay source (``prometheusAddress`` is ignored there)."""
@@ -41,6 +43,12 @@ class Settings:
     """Further Prometheus addresses a trigger may name (the default address is always allowed)."""
     prometheus_timeout_s: float = 10.0
     prometheus_max_points: int = 11_000
+    prometheus_bearer_token_file: Path | None = None
+    """A file holding the bearer token sent to Prometheus (re-read when it changes, e.g. a projected token)."""
+    prometheus_basic_auth_user: str | None = None
+    prometheus_basic_auth_password_file: Path | None = None
+    prometheus_ca_bundle: Path | None = None
+    """PEM CAs to verify https:// Prometheus addresses with (else the system's CAs)."""
     replay_dir: Path | None = None
     """With the replay source: the directory whose CSV files triggers may name (none: bundled traces only)."""
     records_dir: Path | None = None
@@ -110,6 +118,14 @@ class Settings:
     """Seconds a claim on a fetch or a fit lasts without renewal (a dead replica's work moves on after it);
     none: 3 x the Prometheus timeout, between 5 s and 60 s."""
 
+    def prometheus_auth(self) -> PrometheusAuth:
+        return PrometheusAuth(
+            bearer_token_file=self.prometheus_bearer_token_file,
+            basic_auth_user=self.prometheus_basic_auth_user,
+            basic_auth_password_file=self.prometheus_basic_auth_password_file,
+            ca_bundle=self.prometheus_ca_bundle,
+        )
+
     def __post_init__(self) -> None:
         if self.source not in ("prometheus", "replay"):
             raise SettingsError(f"source: must be 'prometheus' or 'replay', got {self.source!r}")
@@ -117,6 +133,10 @@ class Settings:
             raise SettingsError(f"log_format: must be 'json' or 'console', got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
+        try:
+            self.prometheus_auth()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
         for name in ("grpc_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -316,6 +336,21 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"points per range query; longer ranges are chunked [{d.prometheus_max_points}] "
         f"{env('prometheus_max_points')}",
+    )
+    parser.add_argument(
+        "--prometheus-bearer-token-file",
+        help=f"file with a bearer token for Prometheus (re-read on change) {env('prometheus_bearer_token_file')}",
+    )
+    parser.add_argument(
+        "--prometheus-basic-auth-user", help=f"basic auth user for Prometheus {env('prometheus_basic_auth_user')}"
+    )
+    parser.add_argument(
+        "--prometheus-basic-auth-password-file",
+        help=f"file with the basic auth password {env('prometheus_basic_auth_password_file')}",
+    )
+    parser.add_argument(
+        "--prometheus-ca-bundle",
+        help=f"PEM CA bundle to verify https:// Prometheus with [system CAs] {env('prometheus_ca_bundle')}",
     )
     parser.add_argument(
         "--replay-dir",

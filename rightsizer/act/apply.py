@@ -19,6 +19,7 @@ Maintenance window, per-run cap and concurrency limit come from :class:`~rightsi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -72,9 +73,15 @@ class RunSettings(Protocol):
 
 
 def default_probe(settings: Any, act: ActSettings) -> HealthProbe:
-    url = act.prometheus_url or getattr(getattr(settings, "metrics", None), "prometheus_url", None)
+    metrics = getattr(settings, "metrics", None)
+    url = act.prometheus_url or getattr(metrics, "prometheus_url", None)
     if url:
-        return PrometheusHealthProbe(url)
+        # The metrics section's TLS (CA bundle) and credentials apply to the health signals' Prometheus too.
+        from rightsizer.settings import MetricsSettings
+        from rightsizer.sources.prometheus import prometheus_client
+
+        base = metrics if isinstance(metrics, MetricsSettings) else MetricsSettings()
+        return PrometheusHealthProbe(url, connection=prometheus_client(dataclasses.replace(base, prometheus_url=url)))
     log.warning("apply.no_health_prometheus", note="validation only checks that the VM runs")
     return NoSignalsProbe()
 

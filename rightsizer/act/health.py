@@ -50,7 +50,7 @@ class PrometheusHealthProbe:
         if connection is None:
             from prometheus_api_client import PrometheusConnect
 
-            connection = PrometheusConnect(url=url, disable_ssl=True)
+            connection = PrometheusConnect(url=url)  # TLS verified with the system's CAs
         self._connection = connection
         self._timeout_s = timeout_s
         self.url = url

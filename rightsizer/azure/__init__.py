@@ -1,4 +1,5 @@
-"""The Azure side of the rightsizer: a thin gateway over azure-mgmt-compute and its error types."""
+"""The Azure side of the rightsizer: a thin gateway over azure-mgmt-compute, its error types and the retry policy
+shared with the Azure Monitor metrics source."""
 
 from rightsizer.azure.errors import (
     AzureError,
@@ -9,12 +10,12 @@ from rightsizer.azure.errors import (
 )
 from rightsizer.azure.gateway import (
     ComputeGateway,
-    RetrySettings,
     ScaleSetInfo,
     ScaleSetRef,
     SkuInfo,
     VmRef,
 )
+from rightsizer.azure.retry import RetrySettings
 
 __all__ = [
     "AzureError",

@@ -2,8 +2,8 @@
 
 It turns SDK objects into the rightsizer's plain values (:class:`~rightsizer.domain.VmInfo`,
 :class:`ScaleSetInfo`) and SDK exceptions into :mod:`rightsizer.azure.errors`, retrying transient failures itself
-(the SDK's own retries are switched off so that there is one retry policy, and its sleeps go through an
-injectable ``sleep``).
+(the SDK's own retries are switched off so that there is one retry policy, :mod:`rightsizer.azure.retry`, shared
+with the metrics source; its sleeps go through an injectable ``sleep``).
 
 Production: ``ComputeGateway(DefaultAzureCredential())`` (workload identity in AKS). Tests:
 ``ComputeGateway(credential, base_url=fake.url, connection_verify=fake.cert_path, polling_interval=0)``.
@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-import structlog
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
     HardwareProfile,
@@ -33,21 +31,12 @@ from azure.mgmt.compute.models import (
     VirtualMachineUpdate,
 )
 
-from rightsizer.azure.errors import (
-    TRANSIENT_OPERATION_CODES,
-    AzureError,
-    CapacityError,
-    NotFoundError,
-    PermanentAzureError,
-    TransientAzureError,
-    is_capacity_code,
-)
+from rightsizer.azure.retry import RetrySettings, call_with_retries, classify
 from rightsizer.domain import PowerState, Priority, VmInfo
 
 T = TypeVar("T")
 
-# Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
-log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
+__all__ = ["ComputeGateway", "RetrySettings", "ScaleSetInfo", "ScaleSetRef", "SkuInfo", "VmRef", "classify"]
 
 _VM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
@@ -150,22 +139,6 @@ class SkuInfo:
     restricted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RetrySettings:
-    """Retries of transient errors: ``max_attempts`` calls in all, exponential backoff, ``Retry-After`` honoured
-    up to ``max_delay_s`` (a longer ask is cut to it: a CronJob should not sleep for minutes)."""
-
-    max_attempts: int = 5
-    backoff_base_s: float = 1.0
-    max_delay_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.backoff_base_s < 0 or self.max_delay_s < 0:
-            raise ValueError("backoff_base_s and max_delay_s must be >= 0")
-
-
 def _power_state(statuses: Iterable[Any] | None) -> PowerState:
     for status in statuses or ():
         code = str(getattr(status, "code", "") or "")
@@ -241,37 +214,6 @@ def _scale_set_info(scale_set: Any) -> ScaleSetInfo:
     )
 
 
-def classify(operation: str, error: Exception) -> AzureError:
-    """An SDK exception as a transient or permanent :class:`AzureError`."""
-    if isinstance(error, AzureError):
-        return error
-    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
-        return TransientAzureError(operation, str(error))
-    if isinstance(error, HttpResponseError):
-        status = int(error.status_code or 0)
-        code = ""
-        if error.error is not None and error.error.code:
-            code = str(error.error.code)
-        message = str(error.error.message) if error.error is not None and error.error.message else str(error)
-        retry_after: float | None = None
-        if error.response is not None:
-            header = getattr(error.response, "headers", {}).get("Retry-After")
-            if header is not None:
-                try:
-                    retry_after = float(header)
-                except ValueError:
-                    retry_after = None
-        failed_operation = status in (200, 201, 202, 204)
-        if is_capacity_code(code):
-            return CapacityError(operation, message, status=status, code=code)
-        if status == 429 or status >= 500 or (failed_operation and code in TRANSIENT_OPERATION_CODES):
-            return TransientAzureError(operation, message, status=status, code=code, retry_after_s=retry_after)
-        if status == 404:
-            return NotFoundError(operation, message, status=status, code=code)
-        return PermanentAzureError(operation, message, status=status, code=code)
-    return PermanentAzureError(operation, f"{type(error).__name__}: {error}")
-
-
 class ComputeGateway:
     """Reads and changes VMs and scale sets through the real ``azure-mgmt-compute`` client."""
 
@@ -284,6 +226,7 @@ class ComputeGateway:
         polling_interval: float | None = None,
         retry: RetrySettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._credential = credential
         self._base_url = base_url
@@ -291,6 +234,7 @@ class ComputeGateway:
         self._polling_interval = polling_interval
         self.retry = retry or RetrySettings()
         self._sleep = sleep
+        self._clock = clock
         self._clients: dict[str, ComputeManagementClient] = {}
         self._lock = threading.Lock()
 
@@ -314,40 +258,7 @@ class ComputeGateway:
             self._clients.clear()
 
     def _call(self, operation: str, fn: Callable[[], T], **context: Any) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except Exception as raw:
-                error = classify(operation, raw)
-                if not isinstance(error, TransientAzureError) or attempt >= self.retry.max_attempts:
-                    log.warning(
-                        "azure.call_failed",
-                        operation=operation,
-                        attempt=attempt,
-                        status=error.status,
-                        code=error.code,
-                        transient=isinstance(error, TransientAzureError),
-                        **context,
-                    )
-                    raise error from raw
-                delay = (
-                    error.retry_after_s
-                    if error.retry_after_s is not None
-                    else self.retry.backoff_base_s * 2 ** (attempt - 1)
-                )
-                delay = min(max(delay, 0.0), self.retry.max_delay_s)
-                log.info(
-                    "azure.retry",
-                    operation=operation,
-                    attempt=attempt,
-                    status=error.status,
-                    code=error.code,
-                    delay_s=delay,
-                    **context,
-                )
-                self._sleep(delay)
+        return call_with_retries(operation, fn, retry=self.retry, sleep=self._sleep, clock=self._clock, **context)
 
     # -- VMs -------------------------------------------------------------------------------------------------
 

@@ -1,29 +1,34 @@
 """Confidence that a new size holds: the estimated probability that the VM stays within its limits on it.
 
 The limits are the ones the size was chosen for, on the *target* size: P95 CPU under the CPU target (80 %,
-40 % for user-facing VMs), the memory statistic under the memory limit (70 %), and for a burstable target the
-mean CPU under its baseline. The estimate is a walk-forward backtest on the VM's own history:
+40 % for user-facing VMs), the memory statistic under the memory limit (70 %), and for a burstable target
+its CPU credits never running out (the mean CPU under the baseline, bursts covered by the bank). The
+estimate is a walk-forward backtest on the VM's own history:
 
 1. **Windows.** The history is cut into whole days (a day is the shortest window that holds a VM's daily
    cycle). For every day from the third on, the statistic learned from all the days before it is compared
    with the statistic the day itself realised: ``r_k = realised_k / learned_k``, i.e. how much more (or
    less) than "what the past said" the next window needed. With 7 days of history that is 5 windows, with
    14 days 12 (the learning part grows from 2 to 13 days; one day says nothing of a VM whose days differ).
-   A day's statistic varies more than a week's, so judging the coming week by single days errs on the
-   safe side.
+   A P95 is judged by single days: a week's P95 lies between its days' lowest and highest P95, so a day's
+   errs on the safe side. A mean over the week is the average of its days' means (step 2).
 2. **Margin.** The target leaves a headroom ``h = limit / statistic on the target``: it holds as long as the
    coming week needs less than ``h`` times what the history says. ``log r`` is treated as normal with unknown
-   mean and variance, so the next window's ``log r`` follows the Student-t *predictive* distribution:
-   centre the mean of the ``log r_k``, scale ``s * sqrt(1 + 1/n)``, ``n - 1`` degrees of freedom. Few
-   windows mean heavy tails and a lower probability: this is the small-sample honesty (5 windows give
-   t with 4 degrees of freedom, far more cautious than a raw frequency of 5/5 = 100 %).
-3. **Forecast error.** The forecast's own error (its backtest error in points, relative to the statistic) is
-   added to the scale as an independent spread: ``scale^2 = s^2 (1 + 1/n) + log(1 + e)^2``.
+   mean and variance, so the coming window's ``log r`` follows the Student-t *predictive* distribution:
+   centre the mean of the ``log r_k``, scale ``s * sqrt(1 + 1/n)``, ``n - 1`` degrees of freedom; for a
+   mean, the average of the week's 7 days: scale ``s * sqrt(1/7 + 1/n)`` (never under 5 %). Few windows
+   mean heavy tails and a lower probability: this is the small-sample honesty (5 windows give t with 4
+   degrees of freedom, far more cautious than a raw frequency of 5/5 = 100 %).
+3. **Forecast error.** When the statistic is sized on the forecast (the forecast above what was observed),
+   the forecast's own error (its backtest error in points, relative to the statistic) is added to the
+   scale as an independent spread: ``scale^2 = scale^2 + log(1 + e)^2``. A statistic sized on the observed
+   history is exactly the estimator the windows backtest: nothing is added.
 4. **Limits together.** ``P(hold) = P(every limit holds) >= 1 - sum(P(limit breached))`` (the union bound:
    no assumption on how CPU and memory move together).
-5. **Breaches seen.** When the target would have been breached in past windows, the estimate is capped at
-   the rule-of-succession frequency ``(held + 1) / (n + 2)``: a breach the VM really had is never outweighed
-   by the model.
+5. **Breaches seen.** A past day breached the target when its statistic, on the target, exceeded the limit
+   (a burstable: when its credit bank, simulated on the target over the history, ran dry that day). After
+   breaches the estimate is capped at the rule-of-succession frequency ``(held + 1) / (n + 2)``: a breach
+   the VM really had is never outweighed by the model.
 
 Everything here is pure: arrays and numbers in, a :class:`Confidence` out (no clock, no I/O).
 """
@@ -53,6 +58,10 @@ not a 2.5x growth."""
 MIN_LOG_SPREAD = 0.05
 """No statistic is known better than about +-5 % from one window to the next (also keeps a perfectly flat
 series from giving a certainty that measurements of a real VM never support)."""
+HORIZON_WINDOWS = 7
+"""The coming week in windows: a mean over it is the average of seven days' means."""
+CREDIT_BANK_S = DAY_S
+"""A B-series size banks at most 24 h of its baseline accrual (Azure's cap for most sizes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,23 +96,67 @@ def window_samples(values: FloatArray, step_s: float, quantile: float | None) ->
     ``values`` is a regular grid (NaN = not measured) ending now; the days are counted back from the end so
     the last window is the most recent whole day.
     """
-    per_window = max(1, round(WINDOW_S / step_s))
-    # Rounded, so a grid a sample short of whole days (a lookback that ends on "now") keeps its oldest day.
-    n_windows = round(len(values) / per_window)
     realised: list[float] = []
     learned: list[float] = []
-    if n_windows <= MIN_LEARNING_WINDOWS:
-        return WindowSamples(np.empty(0), np.empty(0))
-    end = len(values)
+    for start, stop in _judged_windows(len(values), step_s, values):
+        realised.append(_statistic(values[start:stop], quantile))
+        learned.append(_statistic(values[:start], quantile))
+    return WindowSamples(np.asarray(realised, dtype=np.float64), np.asarray(learned, dtype=np.float64))
+
+
+def _judged_windows(length: int, step_s: float, values: FloatArray) -> list[tuple[int, int]]:
+    """The (start, stop) sample indices of the past days judged, oldest first (the same for every check)."""
+    per_window = max(1, round(WINDOW_S / step_s))
+    # Rounded, so a grid a sample short of whole days (a lookback that ends on "now") keeps its oldest day.
+    n_windows = round(length / per_window)
+    out: list[tuple[int, int]] = []
     for k in range(MIN_LEARNING_WINDOWS, n_windows):
-        start = end - (n_windows - k) * per_window
-        before = values[:start]
-        window = values[start : start + per_window]
+        start = max(0, length - (n_windows - k) * per_window)
+        stop = start + per_window
+        window, before = values[start:stop], values[:start]
         if np.isfinite(window).mean() < MIN_WINDOW_COVERAGE or np.isfinite(before).mean() < MIN_WINDOW_COVERAGE:
             continue
-        realised.append(_statistic(window, quantile))
-        learned.append(_statistic(before, quantile))
-    return WindowSamples(np.asarray(realised, dtype=np.float64), np.asarray(learned, dtype=np.float64))
+        out.append((start, stop))
+    return out
+
+
+def credit_exhaustion(
+    cpu: FloatArray,
+    step_s: float,
+    scale: float,
+    baseline_percent: float,
+    *,
+    bank_s: float = CREDIT_BANK_S,
+    windows: Sequence[tuple[int, int]] | None = None,
+) -> tuple[bool, ...]:
+    """Per judged past day (as :func:`window_samples`): would a burstable target have run out of CPU credits.
+
+    A B-series VM earns credits while under its baseline and spends them above it, banking at most
+    ``bank_s`` of accrual; it is throttled only when the bank is empty. ``cpu`` (percent of the current
+    size, NaN = not measured) is rescaled by ``scale`` to the target and the bank simulated over the whole
+    history, full at its start: a day counts as breached when the balance reached zero in it. ``windows``:
+    the judged days when already known (:attr:`UsageEvidence.cpu_windows`).
+    """
+    capacity = baseline_percent * bank_s
+    if windows is None:
+        windows = _judged_windows(len(cpu), step_s, cpu)
+    on_target = cpu * scale
+    earned = np.where(np.isfinite(on_target), (baseline_percent - on_target) * step_s, 0.0)
+    # Until it first runs dry, the bank is the running sum reflected under its cap: one vectorised pass
+    # settles the common case (never dry); only a bank that does run dry is walked sample by sample.
+    total = np.cumsum(earned)
+    if len(total) == 0 or float(np.min(capacity + total - np.maximum(np.maximum.accumulate(total), 0.0))) >= 0.0:
+        return (False,) * len(windows)
+    balance = capacity
+    empty = np.zeros(len(cpu), dtype=bool)
+    for i, pct in enumerate(on_target.tolist()):
+        if pct != pct:  # NaN: not measured, nothing earned or spent
+            continue
+        balance = min(capacity, balance + (baseline_percent - pct) * step_s)
+        if balance < 0.0:
+            empty[i] = True
+            balance = 0.0
+    return tuple(bool(empty[start:stop].any()) for start, stop in windows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +167,11 @@ class UsageEvidence:
     cpu_mean: WindowSamples
     memory: WindowSamples | None
     """None when memory is unknown."""
+    cpu: FloatArray | None = None
+    """The CPU grid itself (percent of the current size), for a burstable target's credit simulation."""
+    step_s: float = 300.0
+    cpu_windows: tuple[tuple[int, int], ...] = ()
+    """The judged days of ``cpu`` as (start, stop) sample indices."""
 
 
 def usage_evidence(
@@ -124,6 +182,9 @@ def usage_evidence(
         cpu_p95=window_samples(cpu, step_s, 0.95),
         cpu_mean=window_samples(cpu, step_s, None),
         memory=None if memory is None else window_samples(memory, step_s, memory_quantile),
+        cpu=cpu,
+        step_s=step_s,
+        cpu_windows=tuple(_judged_windows(len(cpu), step_s, cpu)),
     )
 
 
@@ -142,6 +203,17 @@ class LimitCheck:
     """The forecast's error relative to the statistic (0.08 = 8 %); 0 without a forecast."""
     limit_name: str = "limit"
     """How the limit is named in reasons (``limit``, ``baseline``)."""
+    scale: float = 1.0
+    """From the samples' unit (percent of the current size) to percent of the target: a past window broke
+    the target's limit when ``realised * scale > limit``."""
+    averaged_windows: int = 1
+    """How many windows the coming week's statistic averages: 1 for a P95 (judged by single days),
+    :data:`HORIZON_WINDOWS` for a mean."""
+    window_breaches: tuple[bool, ...] | None = None
+    """Per past window, whether the target broke this limit, when that is not the statistic against the
+    limit (a burstable's credits running out); None: ``realised * scale > limit``."""
+    detail: str = ""
+    """Added to the reason after the limit (e.g. ``credits ran out in 0/5 past days``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +244,8 @@ class Confidence:
         parts = [f"holds in {self.held}/{self.windows} past days"]
         for o in self.outcomes:
             c = o.check
-            parts.append(f"{c.what} on target {c.on_target:.0f}% vs {c.limit_name} {c.limit:.0f}%")
+            detail = f" ({c.detail})" if c.detail else ""
+            parts.append(f"{c.what} on target {c.on_target:.0f}% vs {c.limit_name} {c.limit:.0f}%{detail}")
         errors = [o.check.forecast_error for o in self.outcomes if o.check.forecast_error > 0]
         if errors:
             parts.append(f"forecast error {100 * max(errors):.0f}%")
@@ -227,12 +300,18 @@ def limit_outcome(check: LimitCheck) -> LimitOutcome:
         log_headroom = math.inf
     else:
         log_headroom = math.log(check.limit / check.on_target)
-    breached = tuple(bool(v > log_headroom) for v in x)
+    if check.window_breaches is not None:
+        breached = check.window_breaches
+    else:
+        breached = tuple(bool(v * check.scale > check.limit) for v in check.samples.realised)
     if n < MIN_WINDOWS:
         return LimitOutcome(check, 0.0, breached)
     spread = max(float(np.std(x, ddof=1)), MIN_LOG_SPREAD)
+    # Predictive spread of the average of ``h`` coming windows, their common mean estimated from ``n``.
+    h = max(1, check.averaged_windows)
+    spread = max(spread * math.sqrt(1.0 / h + 1.0 / n), MIN_LOG_SPREAD)
     forecast = math.log1p(max(0.0, check.forecast_error))
-    scale = math.sqrt(spread * spread * (1.0 + 1.0 / n) + forecast * forecast)
+    scale = math.sqrt(spread * spread + forecast * forecast)
     probability = student_t_cdf((log_headroom - float(np.mean(x))) / scale, n - 1)
     return LimitOutcome(check, probability, breached)
 
@@ -272,6 +351,7 @@ __all__ = [
     "LimitOutcome",
     "UsageEvidence",
     "WindowSamples",
+    "credit_exhaustion",
     "hold_confidence",
     "limit_outcome",
     "student_t_cdf",

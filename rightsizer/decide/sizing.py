@@ -15,7 +15,14 @@ import math
 from dataclasses import dataclass, field
 
 from rightsizer.catalogue import Catalogue, VmSize, burstable_baseline
-from rightsizer.decide.confidence import STAT_FLOOR_PERCENT, Confidence, LimitCheck, hold_confidence
+from rightsizer.decide.confidence import (
+    HORIZON_WINDOWS,
+    STAT_FLOOR_PERCENT,
+    Confidence,
+    LimitCheck,
+    credit_exhaustion,
+    hold_confidence,
+)
 from rightsizer.decide.usage_stats import UsageStats, usage_stats
 from rightsizer.domain import (
     HOURS_PER_MONTH,
@@ -123,8 +130,14 @@ def fits(vm: VmInfo, current: VmSize, candidate: VmSize, stats: UsageStats, sett
     return None
 
 
-def _relative(error_points: float, statistic: float | None) -> float:
-    """A forecast error in points relative to the statistic (unknown errors count as 100 %)."""
+def _relative(error_points: float, statistic: float | None, forecast: float | None = None) -> float:
+    """A forecast error in points relative to the statistic (unknown errors count as 100 %).
+
+    Only a statistic sized on the forecast (the forecast above the observed value) carries the forecast's
+    error: one sized on the observed history is the estimator the walk-forward windows backtest directly.
+    """
+    if forecast is not None and statistic is not None and math.isfinite(statistic) and forecast < statistic:
+        return 0.0
     if not math.isfinite(error_points):
         return 1.0
     if statistic is None or not math.isfinite(statistic):
@@ -147,7 +160,8 @@ def limit_checks(
             stats.cpu * cpu_scale,
             cpu_limit(vm, settings),
             ev.cpu_p95,
-            _relative(stats.cpu_forecast_error, stats.cpu),
+            _relative(stats.cpu_forecast_error, stats.cpu, stats.cpu_forecast_p95),
+            scale=cpu_scale,
         )
     ]
     if stats.memory is not None and ev.memory is not None:
@@ -157,19 +171,31 @@ def limit_checks(
                 stats.memory * current.memory_gib / candidate.memory_gib,
                 t.memory_max_percent,
                 ev.memory,
-                _relative(stats.memory_forecast_error, stats.memory),
+                _relative(stats.memory_forecast_error, stats.memory, stats.memory_forecast_p95),
+                scale=current.memory_gib / candidate.memory_gib,
             )
         )
     baseline = burstable_baseline(candidate.name) if candidate.burstable else None
     if baseline is not None:
+        # Credits running out is what breaks a burstable target: a past day breached it when the bank,
+        # simulated on the target over the history, ran dry. The week's mean under the baseline is what keeps
+        # the bank from draining; it is the observed mean (never forecast), so no forecast error is added.
+        ran_out = (
+            None
+            if ev.cpu is None
+            else credit_exhaustion(ev.cpu, ev.step_s, cpu_scale, 100 * baseline, windows=ev.cpu_windows)
+        )
         checks.append(
             LimitCheck(
                 "mean CPU",
                 stats.cpu_mean * cpu_scale,
                 100 * baseline,
                 ev.cpu_mean,
-                _relative(stats.cpu_forecast_error, stats.cpu_mean),
                 limit_name="burstable baseline",
+                scale=cpu_scale,
+                averaged_windows=HORIZON_WINDOWS,
+                window_breaches=ran_out,
+                detail="" if ran_out is None else f"credits ran out in {sum(ran_out)}/{len(ran_out)} past days",
             )
         )
     return checks

@@ -40,6 +40,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from scaler_service.sources.base import QueryError, Samples, SourceUnavailable
+from scaler_service.sources.prometheus_auth import PrometheusAuth
 
 PROMETHEUS_MAX_POINTS = 11_000
 """Prometheus's own limit of points per series in one query_range."""
@@ -103,6 +104,7 @@ class PrometheusSource:
         max_points_per_query: int = 10_000,
         retries: int = 1,
         headers: Mapping[str, str] | None = None,
+        auth: PrometheusAuth | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"Prometheus address {url!r} must be an http:// or https:// URL")
@@ -117,6 +119,7 @@ class PrometheusSource:
         self.max_points_per_query = max_points_per_query
         self.retries = retries
         self._headers = dict(headers or {})
+        self._auth = auth or PrometheusAuth()
         self._local = threading.local()
         self._clients: list[PrometheusConnect] = []
         self._clients_lock = threading.Lock()
@@ -135,12 +138,15 @@ class PrometheusSource:
                 allowed_methods=None,
                 raise_on_status=False,
             )
+            session = _NoRedirects()
+            session.verify = self._auth.verify()
             client = PrometheusConnect(
                 url=self.url,
                 headers=self._headers or None,
                 retry=retry,
                 timeout=self.timeout_s,
-                session=_NoRedirects(),
+                session=session,
+                auth=self._auth.requests_auth(),
             )
             self._local.client = client
             with self._clients_lock:

@@ -1,4 +1,4 @@
-"""The image itself, built and run without a registry or a Docker daemon (opt-in: about 8 minutes on 2 cores).
+"""The image itself, built and run without a registry or a Docker daemon (opt-in: 10-20 minutes on 2 cores).
 
 The base is made here: a Debian bookworm root filesystem from Debian's mirror by `mmdebstrap` (python3 3.11 with
 venv and pip), imported with `buildah` and passed as BASE_IMAGE, since the pinned python image needs a registry.
@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.image_build,
     pytest.mark.skipif(
-        os.environ.get("FORESIGHT_IMAGE_BUILD") != "1", reason="opt-in: set FORESIGHT_IMAGE_BUILD=1 (about 8 min)"
+        os.environ.get("FORESIGHT_IMAGE_BUILD") != "1", reason="opt-in: set FORESIGHT_IMAGE_BUILD=1 (10-20 min)"
     ),
     pytest.mark.skipif(
         shutil.which("buildah") is None or shutil.which("mmdebstrap") is None,

@@ -35,7 +35,6 @@ standalone VMs started with Spot priority.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import math
 import re
@@ -53,6 +52,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from azure.core.credentials import AccessToken
+
+from tests.fakes.tls import self_signed_cert
 
 FAKE_TOKEN = "fake-arm-token"
 
@@ -94,7 +95,8 @@ class Fault:
     """HTTP status to answer at once (429, 409, 500, ...)."""
     code: str = "InternalServerError"
     message: str = "injected fault"
-    retry_after: int | None = None
+    retry_after: int | str | None = None
+    """``Retry-After`` sent with ``status``: delta-seconds (an int) or any text, e.g. an HTTP-date."""
     lro_failure: bool = False
     """Accept the request (202) but end its long-running operation ``Failed`` with ``code``; nothing changes."""
     kill: Callable[[], None] | None = None
@@ -205,39 +207,6 @@ def regular_target(capacity: int, base: int, percentage_above_base: int) -> int:
     return min(capacity, base) + math.ceil(above * percentage_above_base / 100)
 
 
-def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-arm.localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "fake-arm-cert.pem"
-    key_path = directory / "fake-arm-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 _PROVIDER = r"/subscriptions/(?P<sub>[^/]+)(?:/resourceGroups/(?P<rg>[^/]+))?/providers/Microsoft\.Compute"
 
 
@@ -266,7 +235,7 @@ class FakeArm:
         self.lock = threading.RLock()
         self._operations: dict[str, _Operation] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-arm-")
-        self.cert_path, self._key_path = _self_signed_cert(Path(self._tmp.name))
+        self.cert_path, self._key_path = self_signed_cert(Path(self._tmp.name), "fake-arm")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""

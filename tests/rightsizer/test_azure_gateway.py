@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 import pytest
 
 from rightsizer.azure import (
@@ -111,6 +113,19 @@ def test_429_is_retried_after_the_retry_after_the_server_asked_for(fake_arm: Fak
     assert vm.name == "vm"
     assert sleeps == [7.0, 7.0]
     assert len(fake_arm.requests_matching("GET", "/virtualMachines/vm$")) == 3
+
+
+def test_429_with_an_http_date_retry_after_waits_until_that_date(fake_arm: FakeArm) -> None:
+    # RFC 9110 allows Retry-After as an HTTP-date; Azure front doors send it. Read as seconds it was dropped
+    # (plain exponential backoff of 1 s instead of the 40 s asked for).
+    now = 1_796_000_000.0
+    fake_arm.add_vm("rg1", "vm", "Standard_D4s_v5")
+    when = email.utils.formatdate(now + 40, usegmt=True)
+    fake_arm.add_fault(Fault(path="/virtualMachines/vm$", method="GET", status=429, retry_after=when))
+    sleeps: list[float] = []
+    gw = ComputeGateway(FakeCredential(), **client_kwargs(fake_arm), sleep=sleeps.append, clock=lambda: now)
+    assert gw.get_vm(ref("vm")).name == "vm"
+    assert sleeps == [40.0]
 
 
 def test_retry_after_is_bounded(fake_arm: FakeArm) -> None:

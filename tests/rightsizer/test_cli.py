@@ -50,6 +50,12 @@ def test_default_run_is_a_dry_run_table_on_the_example_fleet() -> None:
     assert sum(1 for line in lines if line.startswith("bb-")) == 50
     assert any(line.startswith("TOTAL 50 VMs:") for line in lines)
     assert "monthly = hourly x 730 at Azure retail pay-as-you-go prices" in done.stdout
+    rows = [line for line in lines if line.startswith("bb-")]
+    assert max(len(line) for line in [header, *rows]) <= 180
+    # An upsize costs money: it says so instead of showing a negative saving.
+    assert not any(" $-" in line or "-$" in line for line in rows)
+    upsizes = [line for line in rows if "costs $" in line]
+    assert all(line.split("costs $", 1)[1].split()[1] == "more" for line in upsizes)
 
 
 def test_json_has_every_field_per_vm_and_a_totals_object(json_doc: dict[str, Any]) -> None:
@@ -94,30 +100,27 @@ def test_example_fleet_decisions_respect_the_tags_and_groups(json_doc: dict[str,
     assert recs["bb-27"]["target_size"] in (None, "Standard_E64as_v5", "Standard_E64s_v5")
 
 
-def test_csv_has_the_fields_and_a_totals_line() -> None:
-    code, text = run_cli(
-        "recommend",
-        "--output",
-        "csv",
-        "--forecast",
-        "seasonal-profile",
-        "--inventory",
-        str(EXAMPLE_INVENTORY),
-        "--metrics",
-        str(EXAMPLE_METRICS),
-    )
+def test_csv_has_the_json_fields_and_no_totals_row() -> None:
+    args = ("recommend", "--forecast", "seasonal-profile", "--inventory", str(EXAMPLE_INVENTORY),
+            "--metrics", str(EXAMPLE_METRICS))  # fmt: skip
+    code, text = run_cli(*args, "--output", "csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == FIELDS
-    assert len(rows) == 51 and rows[-1]["vm"] == "TOTAL"
-    assert "hourly x 730" in rows[-1]["reason"]
-    total = float(rows[-1]["monthly_savings_usd"])
+    code, doc_text = run_cli(*args, "--output", "json")
+    doc = json.loads(doc_text)
+    # One row per VM and nothing else: a spreadsheet's SUM over the column is the total.
+    assert len(rows) == len(doc["recommendations"]) == 50
+    assert not any(r["vm"].startswith("TOTAL") for r in rows)
+    assert set(doc["recommendations"][0]) <= set(rows[0]) and list(rows[0])[: len(FIELDS)] == FIELDS
+    for row, rec in zip(rows, doc["recommendations"], strict=True):
+        assert row["id"] == rec["id"] and row["gate"] == ("" if rec["gate"] is None else rec["gate"])
+        assert json.loads(row["stats"]) == rec["stats"]
     per_vm = sum(
         float(r["monthly_savings_usd"])
-        for r in rows[:-1]
+        for r in rows
         if r["decision"] != "skip" and r["action"] != "none" and float(r["monthly_savings_usd"]) > 0
     )
-    assert total == pytest.approx(per_vm, abs=0.05)
+    assert doc["totals"]["recommended_monthly_savings_usd"] == pytest.approx(per_vm, abs=0.05)
 
 
 def test_shards_partition_the_fleet_and_keep_groups_together() -> None:
@@ -161,3 +164,11 @@ def test_bad_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     cfg.write_text("gates:\n  min_confidense: 0.5\n")
     assert run_cli("--config", str(cfg))[0] == 2
     assert "gates: unknown key(s) min_confidense" in capsys.readouterr().err
+
+
+def test_an_upsize_says_what_it_costs_instead_of_a_negative_saving() -> None:
+    from rightsizer.output import format_savings
+
+    assert format_savings(1234.5) == "$1,234.50"
+    assert format_savings(-12.5) == "costs $12.50 more"
+    assert format_savings(0.0) == "$0.00"

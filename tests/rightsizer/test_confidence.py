@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from rightsizer.decide.confidence import (
+    CREDIT_BANK_S,
     MIN_WINDOWS,
     LimitCheck,
     WindowSamples,
+    credit_exhaustion,
     hold_confidence,
     limit_outcome,
     student_t_cdf,
@@ -86,14 +89,14 @@ def test_a_vm_whose_peaks_approach_the_limit_is_not_confident_however_accurate_i
 
 
 def test_burstable_baseline_breach_lowers_the_confidence() -> None:
-    # Mean about 9 % of 4 vCPUs = 18 % of 2: under B2ts_v2's 20 % baseline, but only just; P95 has room.
-    cpu = series(9.0, noise=0.3)
+    # Mean about 9.6 % of 4 vCPUs = 19 % of 2: under B2ts_v2's 20 % baseline, but only just; P95 has room.
+    cpu = series(9.2, noise=0.3)
     s = stats_of(cpu, None)
     conf = target_confidence(vm("b", D4.name), D4, B2TS, s, SETTINGS)
     by_what = {o.check.what: o for o in conf.outcomes}
     assert by_what["P95 CPU"].probability > 0.99
     assert by_what["mean CPU"].probability < 0.8 and conf.probability < 0.8
-    assert "mean CPU on target 19% vs burstable baseline 20%" in conf.reason
+    assert "mean CPU on target 19% vs burstable baseline 20% (credits ran out in 0/5 past days)" in conf.reason
     quiet = stats_of(series(3.0, noise=0.3), None)
     assert target_confidence(vm("b", D4.name), D4, B2TS, quiet, SETTINGS).probability > 0.95
 
@@ -177,3 +180,76 @@ def test_sizing_takes_the_cheapest_size_that_holds_confidently() -> None:
     # When no cheaper size is confident, the cheapest fit stays for the confidence gate to judge.
     only_d2 = choose_size(vm("c", D4.name), s, catalogue({D4: 0.40, D2: 0.20}), SETTINGS, NOW)
     assert only_d2.target == D2.name and only_d2.probability < 0.8
+
+
+def bursts(level: float, burst: float, hours: int, *, every: int = 1, days: int = 7) -> np.ndarray:
+    """``level`` percent all day, with ``burst`` percent for the first ``hours`` of every ``every``-th day."""
+    values = series(level, days=days, noise=0.05)
+    t = np.arange(len(values)) * STEP
+    busy = ((t % DAY_S) // 3600 < hours) & ((t // DAY_S) % every == every - 1)
+    values[busy] = burst
+    return values
+
+
+def test_credits_banked_on_quiet_days_carry_a_burstable_through_busy_ones() -> None:
+    # Every other day 6 hours at 38 % of 4 vCPUs (76 % of 2), otherwise about 3 % (6 % of 2): a busy day's
+    # mean (about 23.5 % on the target) is over B2ts_v2's 20 % baseline, yet the bank (24 h of accrual, 480
+    # point-hours) covers the burst (56 x 6 = 336) and the quiet day refills it.
+    cpu = bursts(3.0, 38.0, 6, every=2)
+    conf = target_confidence(vm("b", D4.name), D4, B2TS, stats_of(cpu, None), SETTINGS)
+    mean = next(o for o in conf.outcomes if o.check.what == "mean CPU")
+    assert sum(v * 2 > 20 for v in mean.check.samples.realised) == 2  # days 4 and 6 averaged over the baseline
+    assert mean.breached == (False,) * 5 and conf.held == 5
+    assert "credits ran out in 0/5 past days" in conf.reason
+    by_day_mean = limit_outcome(replace(mean.check, window_breaches=None))
+    assert by_day_mean.breached == (False, True, False, True, False)  # what a per-day mean check would say
+
+
+def test_a_burstable_that_would_have_run_out_of_credits_is_capped_by_those_days() -> None:
+    # 10 hours a day at 60 % of 4 vCPUs (120 % of 2 is more than the target has; 100 % is spent): the burst
+    # costs 80 points x 10 h, more than the 20 x 24 h the bank holds, so each day ends throttled.
+    cpu = bursts(2.0, 50.0, 10)
+    ran_out = credit_exhaustion(cpu, STEP, 2.0, 20.0)
+    assert ran_out == (True,) * 5
+    conf = target_confidence(vm("b", D4.name), D4, B2TS, stats_of(cpu, None), SETTINGS)
+    assert conf.held == 0 and conf.probability <= 1 / 7
+    assert "credits ran out in 5/5 past days" in conf.reason
+
+
+def test_the_credit_simulation_banks_at_most_a_day_and_starts_full() -> None:
+    day = int(CREDIT_BANK_S / STEP)
+    idle_then_busy = np.concatenate([np.zeros(5 * day), np.full(2 * day, 35.0)])  # 15 points over a 20 % baseline
+    # The bank holds 20 x 24 h = 480 point-hours: the first busy day spends 360, the second runs it dry.
+    assert credit_exhaustion(idle_then_busy, STEP, 1.0, 20.0) == (False, False, False, False, True)
+    # Rescaled to a target with half the vCPUs (70 %: 50 points over), the first busy day runs it dry.
+    assert credit_exhaustion(idle_then_busy, STEP, 2.0, 20.0) == (False, False, False, True, True)
+
+
+def test_a_day_counts_as_breached_only_when_the_target_limit_really_was_exceeded() -> None:
+    # The daily P95 grew 5x over what the days before said, but stayed at 40 % of the target against 80 %.
+    learned = np.full(5, 8.0)
+    realised = np.array([8.0, 40.0, 8.0, 8.0, 8.0])
+    samples = WindowSamples(realised, learned)
+    out = limit_outcome(LimitCheck("P95 CPU", 20.0, 80.0, samples, scale=1.0))
+    assert out.breached == (False,) * 5
+    on_half = limit_outcome(LimitCheck("P95 CPU", 40.0, 80.0, samples, scale=2.0))  # half the vCPUs: 80 %
+    assert on_half.breached == (False,) * 5
+    on_third = limit_outcome(LimitCheck("P95 CPU", 60.0, 80.0, samples, scale=3.0))  # a third: 120 %
+    assert on_third.breached == (False, True, False, False, False)
+
+
+def test_a_mean_over_the_week_varies_less_than_one_day() -> None:
+    rng = np.random.default_rng(3)
+    samples = WindowSamples(30.0 * np.exp(rng.normal(0.0, 0.2, 12)), np.full(12, 30.0))
+    day = limit_outcome(LimitCheck("mean CPU", 30.0, 40.0, samples)).probability
+    week = limit_outcome(LimitCheck("mean CPU", 30.0, 40.0, samples, averaged_windows=7)).probability
+    assert day < week < 1.0
+
+
+def test_the_forecast_error_counts_only_when_the_size_rests_on_the_forecast() -> None:
+    cpu = series(25.0, noise=0.1)
+    observed = stats_of(cpu, None, cpu_error=8.0)
+    above = replace(observed, cpu_forecast_p95=observed.cpu_observed_p95 + 1.0)  # sized on the forecast
+    below = replace(observed, cpu_forecast_p95=observed.cpu_observed_p95 - 1.0)  # sized on the observed P95
+    assert "forecast error" in target_confidence(vm("f", D4.name), D4, D2, above, SETTINGS).reason
+    assert "forecast error" not in target_confidence(vm("f", D4.name), D4, D2, below, SETTINGS).reason

@@ -15,8 +15,9 @@ from prometheus_api_client import PrometheusConnect
 
 from rightsizer.cli import main
 from rightsizer.inputs import load_inventory, load_metrics_csv
-from rightsizer.metrics import NoUsage, VmUsage, usage_from_prometheus, usage_from_samples
+from rightsizer.metrics import NoUsage, VmUsage, usage_from_samples
 from rightsizer.settings import DAY_S, MetricsSettings
+from rightsizer.sources.prometheus import usage_from_prometheus
 from tests.support.prometheus import PrometheusServer, prometheus_servers, series
 
 pytestmark = pytest.mark.prometheus
@@ -27,6 +28,7 @@ CPU_METRIC = "vm_cpu_utilisation_percent"
 MEM_METRIC = "vm_memory_utilisation_percent"
 SETTINGS = MetricsSettings(
     prometheus_url="set-per-test",
+    size_without_memory=True,  # bb-27 has no memory series: sized on CPU alone here (the default skips it)
     cpu_query=CPU_METRIC + '{{instance="{vm}"}}',
     memory_query=MEM_METRIC + '{{instance="{vm}"}}',
 )
@@ -86,6 +88,10 @@ def test_usage_from_real_prometheus_matches_the_samples(prom: Prom) -> None:
     assert p95_prom == pytest.approx(p95_csv, rel=0.05)
     u27 = by_name["bb-27"]
     assert isinstance(u27, VmUsage) and u27.memory is None and "memory" in u27.memory_note
+    vm27 = next(vm for vm in vms if vm.name == "bb-27")
+    strict = usage_from_prometheus(client, [vm27], replace(SETTINGS, size_without_memory=False), now)[vm27.id]
+    assert isinstance(strict, NoUsage) and strict.reason.startswith("memory")
+    assert strict.reason.endswith("not sized on CPU alone (metrics.size_without_memory is off)")
     u383 = by_name["bb-383"]
     assert isinstance(u383, VmUsage) and u383.memory is None
     assert u383.memory_note.startswith("memory unknown: memory") and "< 95%" in u383.memory_note

@@ -156,7 +156,7 @@ def test_connection_settings_are_durations() -> None:
     )
     assert (s.max_connection_age, s.max_connection_age_grace, s.max_streams) == (5400.0, 45.0, 500)
     assert settings_from_sources({}, {}).max_connection_age == 300.0
-    with pytest.raises(SettingsError, match=r"max_connection_age: cannot use '5 minutes'.*30s, 5m or 1h30m"):
+    with pytest.raises(SettingsError, match=r"max_connection_age: cannot use '5 minutes'.*a duration"):
         settings_from_sources({"max_connection_age": "5 minutes"}, {})
     with pytest.raises(SettingsError, match="grpc_server: must be 'aio' or 'sync'"):
         settings_from_sources({"grpc_server": "twisted"}, {})

@@ -1,0 +1,54 @@
+"""TLS for the fake servers: a self-signed certificate for 127.0.0.1/localhost made at start with ``cryptography``.
+
+Clients trust it through their CA-bundle option (``connection_verify=cert_path`` for the Azure SDK, ``verify=`` for
+requests): the production code path runs with verification on, only the trusted bundle differs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+
+def self_signed_cert(directory: Path, name: str = "fake") -> tuple[Path, Path]:
+    """``(cert.pem, key.pem)`` in ``directory``: an EC P-256 certificate valid for two days, its own CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}.localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / f"{name}-cert.pem"
+    key_path = directory / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def wrap_https(server: ThreadingHTTPServer, cert_path: Path, key_path: Path) -> None:
+    """Serve ``server`` over TLS with the given certificate (handshakes happen in the handler threads)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
