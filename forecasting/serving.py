@@ -90,9 +90,16 @@ class ServingModel:
         if quantile <= 0.5:
             return self.curve.peak(now, lead_s) * factor
         window = self.curve.window(now, lead_s)
-        k = _normal_quantile(quantile) / Z_80
+        return float(self.quantile_curve(quantile, window).max()) * factor
+
+    def quantile_curve(self, quantile: float, window: slice = slice(None)) -> FloatArray:
+        """That quantile of the forecast demand over the curve's points (``window`` of them): the point forecast
+        for 0.5 and below, else the point plus the band read as normal (:meth:`peak` takes its maximum)."""
         point = self.curve.point[window]
-        return float((point + k * (self.curve.upper[window] - point)).max()) * factor
+        if quantile <= 0.5:
+            return point
+        k = _normal_quantile(quantile) / Z_80
+        return point + k * (self.curve.upper[window] - point)
 
     def covers(self, now: float, lead_s: float) -> bool:
         return self.curve.covers(now, lead_s)

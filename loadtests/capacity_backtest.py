@@ -39,13 +39,12 @@ from typing import Any
 import numpy as np
 
 from forecasting.pipeline import FitConfig
-from forecasting.series import WEEK_S, PreparedSeries
-from forecasting.serving import ServingModel
+from forecasting.series import WEEK_S
+from scaler_service.backtest.fitcache import caching_fit
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.report import format_table, make_verdict, peak_to_median, plot, to_json
 from scaler_service.backtest.runner import BacktestConfig, BacktestReport, run_backtest
 from scaler_service.backtest.strategies import (
-    FitFunction,
     PredictiveRun,
     PredictiveSettings,
     headroom_search,
@@ -135,30 +134,6 @@ def crude_seasonal_metric(trace: DemandTrace, poll_times: FloatArray) -> FloatAr
         peak = float(values[lo : lo + span + 1].max()) * scale
         out[k] = max(float(observed[k]), peak)
     return out
-
-
-def caching_fit(fit: FitFunction, disk: Path | None = None) -> tuple[FitFunction, dict[float, ServingModel]]:
-    """The same fits for every configuration of a trace: keyed by the simulated time of the fit.
-
-    With ``disk``, models are also kept as ``ServingModel.to_json`` files there, so a rerun refits nothing.
-    """
-    cache: dict[float, ServingModel] = {}
-
-    def cached(history: PreparedSeries, now: float, previous: ServingModel | None) -> ServingModel:
-        if now in cache:
-            return cache[now]
-        path = disk / f"{now:.0f}.json" if disk is not None else None
-        if path is not None and path.exists():
-            model = ServingModel.from_json(json.loads(path.read_text()))
-        else:
-            model = fit(history, now, previous)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(model.to_json()))
-        cache[now] = model
-        return model
-
-    return cached, cache
 
 
 @dataclass(frozen=True, slots=True)

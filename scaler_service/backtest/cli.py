@@ -42,6 +42,7 @@ from scaler_service.backtest.trace import (
     from_prometheus,
     from_records,
 )
+from scaler_service.backtest.tune_cli import add_tune_arguments, run_tune
 from scaler_service.trigger import parse_duration
 
 DESCRIPTION = """\
@@ -210,6 +211,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ev.add_argument("--eval-start", type=_instant, help="evaluate from this time to the end instead")
     ev.add_argument("--output", choices=("table", "json"), default="table")
     ev.add_argument("--plot", metavar="PNG", help="write demand vs ready capacity per strategy to this PNG")
+    add_tune_arguments(p)
     return p
 
 
@@ -347,6 +349,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     try:
         trace, recorded, source = load_trace(args)
         config = build_config(args, records=recorded is not None)
+        if args.tune:
+            if recorded is not None:
+                raise UsageError("--tune refits models on the demand: give --trace or --prometheus-url, not --records")
+            run_tune(args, trace, config.hpa, config.predictive, out)
+            return 0
         bar = progress_bar(
             None if recorded is not None else expected_fits(trace, config),
             desc="backtest",

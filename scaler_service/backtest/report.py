@@ -314,6 +314,11 @@ STRATEGY_COLOURS = {
     "reactive_headroom": "#7c3aed",
     "predictive": "#2563eb",
     "static": "#6b7280",
+    # The tuning run's configurations: the defaults pale, the tuned ones in the strategies' colours.
+    "reactive_default": "#fbbf24",
+    "predictive_default": "#93c5fd",
+    "reactive_tuned": "#d97706",
+    "predictive_tuned": "#2563eb",
 }
 ZOOM_S = 6 * 3600.0
 """The worst-shortfall panel shows this much time around the worst moment."""
@@ -356,10 +361,14 @@ def typical_day(report: BacktestReport) -> tuple[int, int] | None:
     return a, b
 
 
-def plot(report: BacktestReport, path: str | Path) -> Path:
+def plot(report: BacktestReport, path: str | Path, *, span: tuple[float, float, str] | None = None) -> Path:
     """The answer first, then the evidence: cost against service per strategy (top), then demand against each
     strategy's ready capacity and the predictive metric on the worst shortfall and on a typical day, on one
-    y-scale with the trace's unit; the legend sits outside the data."""
+    y-scale with the trace's unit; the legend sits outside the data.
+
+    ``span`` = (start, end, label) shades that stretch wherever a zoom shows it and names it in the zoom's
+    title (the tuning run marks the held-back stretch).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -458,6 +467,13 @@ def plot(report: BacktestReport, path: str | Path) -> Path:
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.grid(alpha=0.3)
         ax.set_xlim(when[0], when[-1])
+        if span is not None and max(span[0], times[a]) < min(span[1], times[b - 1]):
+            lo, hi = (
+                np.datetime64(int(max(span[0], times[a]) * 1000.0), "ms"),
+                np.datetime64(int(min(span[1], times[b - 1]) * 1000.0), "ms"),
+            )
+            ax.axvspan(lo, hi, color="#16a34a", alpha=0.08, zorder=0, label=span[2])  # type: ignore[arg-type]
+            ax.set_title(f"{ax.get_title(loc='left')} - shaded: {span[2]}", loc="left", fontsize=10)
         ax.xaxis.set_major_formatter(mdates.DateFormatter(time_format))  # type: ignore[no-untyped-call]
     handles, labels = zoom_axes[0].get_legend_handles_labels()
     handles.append(Rectangle((0, 0), 1, 1, color="#dc2626", alpha=0.35))

@@ -32,6 +32,7 @@ from scaler_service.decision import (
     DEFAULT_PREDICT_QUANTILE,
     LIVE_WINDOW_S,
     LIVE_WINDOWS,
+    LiveAccuracy,
     compare_forecast,
     live_accuracy,
     predictive_value,
@@ -119,6 +120,14 @@ class PredictiveRun:
     for polls where the live over-forecast error, not the model's own confidence, forced the observed value)."""
     fits: tuple[FitRecord, ...] = ()
     fit_seconds: float = 0.0
+    confidence: FloatArray | None = None
+    """The confidence the gate judged at each poll (the backtest's, or the live one when lower); NaN where
+    there was no model. With it, the metric under another ``minConfidence`` is ``observed`` where the
+    confidence is below it and this run's value elsewhere, when this run was gated at 0 (the tuning search)."""
+    models: tuple[ServingModel | None, ...] = ()
+    """The model in use at each poll."""
+    factors: FloatArray | None = None
+    """The level factor at each poll: with ``models``, the peak under any other lead or quantile."""
 
     @property
     def forecast_share(self) -> float:
@@ -143,6 +152,9 @@ def predictive_metric(
     values_all = history_all.values
     observed = trace.observed_at(poll_times)
     out = np.empty(len(poll_times), dtype=np.float64)
+    judged = np.full(len(poll_times), np.nan)
+    factors = np.ones(len(poll_times), dtype=np.float64)
+    models: list[ServingModel | None] = []
     reasons: Counter[str] = Counter()
     fits: list[FitRecord] = []
     fit_seconds = 0.0
@@ -156,6 +168,7 @@ def predictive_metric(
     next_refit = float(poll_times[0]) if len(poll_times) else math.inf
     last_refit_request = -math.inf
     n_anchor = max(1, math.ceil(ANCHOR_OBSERVATIONS_S / step))
+    live: LiveAccuracy | None = None
 
     def complete_bucket(now: float) -> int:
         # Bucket b covers [start + b step, start + (b + 1) step): complete once its end is <= now.
@@ -215,9 +228,10 @@ def predictive_metric(
                 )
             factor = anchor(bucket)
             last_bucket = bucket
-        live = live_accuracy(compared, live_steps) if settings.live_confidence else None
+            # The pairs change only here: the live score is recomputed once per bucket, not once per poll.
+            live = live_accuracy(compared, live_steps) if settings.live_confidence else None
         live_conf = live.gate_confidence if live is not None else None
-        value, reason, _detail, _conf = predictive_value(
+        value, reason, _detail, conf = predictive_value(
             now=now,
             observed=float(observed[i]),
             model=model,
@@ -246,7 +260,19 @@ def predictive_metric(
             next_refit = now + 1e-6
         reasons[key] += 1
         out[i] = value
-    return PredictiveRun(values=out, reasons=dict(reasons), fits=tuple(fits), fit_seconds=fit_seconds)
+        if conf is not None:
+            judged[i] = conf
+        factors[i] = factor
+        models.append(model)
+    return PredictiveRun(
+        values=out,
+        reasons=dict(reasons),
+        fits=tuple(fits),
+        fit_seconds=fit_seconds,
+        confidence=judged,
+        models=tuple(models),
+        factors=factors,
+    )
 
 
 @dataclass(frozen=True, slots=True)
