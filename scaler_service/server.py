@@ -87,7 +87,7 @@ def opt_out_from_cluster(settings: Settings) -> OptOutReader | None:
     from scaler_service.kube import AnnotationWatcher
 
     try:
-        return AnnotationWatcher.from_environment()
+        return AnnotationWatcher.from_environment(resync_s=settings.kube_resync)
     except Exception as exc:
         log.warning("opt-out annotations not read: cannot configure the Kubernetes client", error=str(exc))
         return None

@@ -108,6 +108,8 @@ class Settings:
     cache_max_bytes: int = 512 * 2**20
     kube_annotations: bool = True
     """Read the opt-out annotation through the Kubernetes API when running in a cluster."""
+    kube_resync: float = 600.0
+    """The opt-out reader watches the Kubernetes API and re-lists this often to heal missed events."""
     store: str = "memory"
     """``memory`` (one replica) or ``redis://HOST[:PORT][/DB]`` / ``rediss://...``: replicas share work through it."""
     redis_password_file: Path | None = None
@@ -176,7 +178,7 @@ class Settings:
         for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("subscription_idle", "fetch_deadline"):
+        for name in ("subscription_idle", "fetch_deadline", "kube_resync"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name}: must be a duration > 0, got {getattr(self, name)} s")
 
@@ -216,6 +218,7 @@ _DURATION_FIELDS = frozenset(
         "lease",
         "max_connection_age",
         "max_connection_age_grace",
+        "kube_resync",
     }
 )
 """Fields given as durations (``30s``, ``10m``, ``1h30m``) or plain seconds."""
@@ -479,6 +482,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--kube-annotations",
         choices=["true", "false"],
         help=f"read the opt-out annotation from the Kubernetes API in a cluster [true] {env('kube_annotations')}",
+    )
+    parser.add_argument(
+        "--kube-resync",
+        help=f"re-list the opt-out annotations this often; watched changes arrive between [10m] {env('kube_resync')}",
     )
 
 

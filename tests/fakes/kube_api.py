@@ -6,7 +6,14 @@ It serves complete objects (the ``kubernetes`` client validates responses strict
   ``limit``/``continue`` paging),
 - ``GET /apis/apps/v1/namespaces/{ns}/deployments|statefulsets`` and the cluster-wide lists,
 - ``GET /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}`` for any other stored object,
-- ``GET /api``, ``/apis`` (minimal discovery), and a ``Status`` 404 for anything else.
+- ``GET /api``, ``/apis`` (minimal discovery), and a ``Status`` 404 for anything else,
+- ``?watch=true`` on any list, as the API server does: a chunked stream of JSON lines
+  ``{"type": "ADDED"|"MODIFIED"|"DELETED", "object": {...}}`` for every change after ``resourceVersion``
+  (replayed from a history of changes), held open until ``timeoutSeconds``; when ``resourceVersion`` is older
+  than the history (see :meth:`FakeKubeApi.compact`), one ``ERROR`` event carrying a ``410 Gone`` Status.
+
+:meth:`FakeKubeApi.go_away` closes the port and cuts the open watches (an API server restart);
+:meth:`FakeKubeApi.come_back` listens on the same port again.
 
 Only GET is served: anything else answers 405 and is recorded, so tests can assert the client stayed
 read-only. A bearer token can be required. ``fail_with = 503`` makes every request fail (API outage).
@@ -22,9 +29,12 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -62,25 +72,63 @@ class FakeKubeApi:
         self.fail_with: int | None = None
         self._lock = threading.Lock()
         self._resource_version = 1
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        # (resourceVersion, resource, event type, object) of every change; a watch replays those after its version
+        self._history: list[tuple[int, tuple[str, str, str], str, dict[str, Any]]] = []
+        self._oldest_replayable = 0
+        self._changed = threading.Condition(self._lock)
+        self._open_watches: set[socket.socket] = set()
+        self._closing = False
+        self.watch_requests = 0
+        self._server = self._bind(0)
+        self._port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
+
+    def _bind(self, port: int) -> http.server.ThreadingHTTPServer:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        server.daemon_threads = True
+        return server
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> FakeKubeApi:
+        with self._lock:
+            self._closing = False
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._cut_watches()
         self._server.shutdown()
         self._server.server_close()
+
+    def go_away(self) -> None:
+        """The API server goes down: the port is closed and every open watch is cut mid-stream."""
+        self.stop()
+
+    def come_back(self) -> None:
+        """The API server is back on the same address, with the same objects and history."""
+        self._server = self._bind(self._port)
+        self.start()
+
+    def _cut_watches(self) -> None:
+        with self._lock:
+            self._closing = True
+            sockets = list(self._open_watches)
+            self._changed.notify_all()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def compact(self) -> None:
+        """Forget the history of changes, as etcd compaction does: a watch from an older version gets 410."""
+        with self._lock:
+            self._history.clear()
+            self._oldest_replayable = self._resource_version
 
     def __enter__(self) -> FakeKubeApi:
         return self.start()
@@ -115,12 +163,11 @@ class FakeKubeApi:
     # --- state ------------------------------------------------------------------------------------
 
     def _metadata(self, namespace: str, name: str, annotations: Mapping[str, str] | None) -> dict[str, Any]:
-        self._resource_version += 1
         return {
             "name": name,
             "namespace": namespace,
             "uid": str(uuid.uuid4()),
-            "resourceVersion": str(self._resource_version),
+            "resourceVersion": "0",  # set when stored
             "generation": 1,
             "creationTimestamp": CREATED,
             "annotations": dict(annotations or {}),
@@ -130,8 +177,18 @@ class FakeKubeApi:
     def _put(self, resource: tuple[str, str, str], obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         with self._lock:
-            self.objects.setdefault(resource, {})[(meta["namespace"], meta["name"])] = obj
+            objects = self.objects.setdefault(resource, {})
+            event = "MODIFIED" if (meta["namespace"], meta["name"]) in objects else "ADDED"
+            objects[(meta["namespace"], meta["name"])] = obj
+            self._record(resource, event, obj)
         return obj
+
+    def _record(self, resource: tuple[str, str, str], event: str, obj: dict[str, Any]) -> None:
+        """Give ``obj`` the next resourceVersion and remember the change for watches (lock held)."""
+        self._resource_version += 1
+        obj["metadata"]["resourceVersion"] = str(self._resource_version)
+        self._history.append((self._resource_version, resource, event, json.loads(json.dumps(obj))))
+        self._changed.notify_all()
 
     def _workload(self, kind: str, namespace: str, name: str, annotations: Mapping[str, str] | None) -> Any:
         spec: dict[str, Any] = {
@@ -216,20 +273,20 @@ class FakeKubeApi:
     ) -> None:
         """Replace the annotations of a stored object (``plural``: scaledobjects, deployments, ...)."""
         with self._lock:
-            for (g, _, p), objects in self.objects.items():
+            for resource, objects in self.objects.items():
+                g, _, p = resource
                 if p == plural and (group is None or g == group) and (namespace, name) in objects:
                     obj = objects[(namespace, name)]
-                    self._resource_version += 1
                     obj["metadata"]["annotations"] = dict(annotations)
-                    obj["metadata"]["resourceVersion"] = str(self._resource_version)
+                    self._record(resource, "MODIFIED", obj)
                     return
         raise KeyError(f"no {plural} {namespace}/{name}")
 
     def delete(self, plural: str, namespace: str, name: str) -> None:
         with self._lock:
-            for (_, _, p), objects in self.objects.items():
-                if p == plural:
-                    objects.pop((namespace, name), None)
+            for resource, objects in self.objects.items():
+                if resource[2] == plural and (namespace, name) in objects:
+                    self._record(resource, "DELETED", objects.pop((namespace, name)))
 
     # --- HTTP -------------------------------------------------------------------------------------
 
@@ -269,6 +326,8 @@ class FakeKubeApi:
         kinds = _LIST_KINDS.get(resource)
         if kinds is None:
             return 404, _status(404, "NotFound", f"the server could not find the requested resource {resource}")
+        if query.get("watch") in ("true", "1"):
+            return 200, {"watch": _WatchRequest(resource, namespace, query)}
         with self._lock:
             items = [
                 json.loads(json.dumps(obj))
@@ -284,6 +343,61 @@ class FakeKubeApi:
             metadata["continue"] = str(offset + limit)
         return 200, {"apiVersion": kinds[0], "kind": kinds[1], "metadata": metadata, "items": page}
 
+    def _serve_watch(self, handler: http.server.BaseHTTPRequestHandler, request: _WatchRequest) -> None:
+        """Stream the changes after the requested version as chunked JSON lines until the timeout."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(line: dict[str, Any]) -> None:
+            data = json.dumps(line).encode() + b"\n"
+            handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.flush()
+
+        deadline = time.monotonic() + request.timeout_s
+        sent_up_to = request.resource_version
+        with self._lock:
+            self.watch_requests += 1
+            self._open_watches.add(handler.connection)
+            expired = sent_up_to < self._oldest_replayable
+            current: list[dict[str, Any]] = []
+            if sent_up_to == 0:  # "any version": the current objects as ADDED, then the changes after them
+                expired = False
+                current = [json.loads(json.dumps(o)) for o in self.objects.get(request.resource, {}).values()]
+                current = [o for o in current if request.matches(o)]
+                sent_up_to = self._resource_version
+        try:
+            for obj in current:
+                send({"type": "ADDED", "object": obj})
+            if expired:
+                message = f"too old resource version: {sent_up_to} ({self._oldest_replayable})"
+                send({"type": "ERROR", "object": _status(410, "Expired", message)})
+            while not expired:
+                with self._lock:
+                    pending = [
+                        (rv, event, obj)
+                        for rv, resource, event, obj in self._history
+                        if rv > sent_up_to and resource == request.resource and request.matches(obj)
+                    ]
+                    sent_up_to = max([sent_up_to, *(rv for rv, _, _ in pending)]) if pending else self._resource_version
+                    remaining = deadline - time.monotonic()
+                    if not pending:
+                        if self._closing or remaining <= 0:
+                            break
+                        self._changed.wait(min(remaining, 0.5))
+                        continue
+                for _, event, obj in pending:
+                    send({"type": event, "object": obj})
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:
+            pass  # the client went away, or go_away() cut the stream
+        finally:
+            with self._lock:
+                self._open_watches.discard(handler.connection)
+            handler.close_connection = True
+
     def _handler_class(self) -> type[http.server.BaseHTTPRequestHandler]:
         fake = self
 
@@ -295,6 +409,9 @@ class FakeKubeApi:
                 if length:
                     self.rfile.read(length)
                 status, body = fake._answer(self.command, self.path, self.headers.get("Authorization"))
+                if isinstance(body.get("watch"), _WatchRequest):
+                    fake._serve_watch(self, body["watch"])
+                    return
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -312,3 +429,16 @@ class FakeKubeApi:
                 pass
 
         return Handler
+
+
+class _WatchRequest:
+    """A parsed ``?watch=true`` request."""
+
+    def __init__(self, resource: tuple[str, str, str], namespace: str | None, query: Mapping[str, str]) -> None:
+        self.resource = resource
+        self.namespace = namespace
+        self.resource_version = int(query.get("resourceVersion") or 0)
+        self.timeout_s = min(float(query.get("timeoutSeconds") or 1800), 1800.0)
+
+    def matches(self, obj: Mapping[str, Any]) -> bool:
+        return self.namespace is None or obj["metadata"]["namespace"] == self.namespace
