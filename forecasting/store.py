@@ -105,7 +105,23 @@ def model_from_text(key: str, text: str | bytes) -> ServingModel:
     return model
 
 
-class FileModelStore:
+class LocalFits:
+    """Fit coordination for a store of one process: every fit is its own to do, nothing to hand back."""
+
+    def claim_fit(self, key: str, now: float) -> FitClaim | NotDue:
+        return FitClaim(key=key, token="")
+
+    def finish_fit(self, claim: FitClaim, next_due_at: float) -> None:
+        return None
+
+    def request_fit(self, key: str, now: float) -> None:
+        return None
+
+    def forget(self, key: str) -> None:
+        return None
+
+
+class FileModelStore(LocalFits):
     """Models as ``<directory>/<sha256(key)[:32]>.json`` (written to a temporary file and renamed, so a reader never
     sees half a file), for one process. The generation is not kept on disk: a loaded model is generation 1."""
 
@@ -157,22 +173,11 @@ class FileModelStore:
                     os.unlink(tmp_name)
         return generation
 
-    def claim_fit(self, key: str, now: float) -> FitClaim | NotDue:
-        return FitClaim(key=key, token="")
-
-    def finish_fit(self, claim: FitClaim, next_due_at: float) -> None:
-        return None
-
-    def request_fit(self, key: str, now: float) -> None:
-        return None
-
-    def forget(self, key: str) -> None:
-        return None
-
 
 __all__ = [
     "FileModelStore",
     "FitClaim",
+    "LocalFits",
     "ModelStore",
     "NotDue",
     "StoreUnavailable",

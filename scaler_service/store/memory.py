@@ -10,12 +10,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from forecasting.serving import ServingModel
-from forecasting.store import FileModelStore, FitClaim, NotDue, StoredModel
+from forecasting.store import FileModelStore, LocalFits, NotDue, StoredModel
 from scaler_service.store.base import FetchClaim, StoreMode
 from scaler_service.store.state import SeriesState
 
 
-class MemoryStore:
+class MemoryStore(LocalFits):
     shared = False
 
     def __init__(self, persist_dir: Path | None = None) -> None:
@@ -57,18 +57,6 @@ class MemoryStore:
 
     def save(self, key: str, model: ServingModel, generation: int) -> int:
         return generation if self._files is None else self._files.save(key, model, generation)
-
-    def claim_fit(self, key: str, now: float) -> FitClaim | NotDue:
-        return FitClaim(key=key, token="")
-
-    def finish_fit(self, claim: FitClaim, next_due_at: float) -> None:
-        return None
-
-    def request_fit(self, key: str, now: float) -> None:
-        return None
-
-    def forget(self, key: str) -> None:
-        return None
 
 
 __all__ = ["MemoryStore"]

@@ -7,6 +7,7 @@ from it is shared by the install checks and the metric-name checks of the alerts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,52 @@ def fitted(scaler: RunningScaler) -> bool:
     return any(v.get("model") for v in views)
 
 
+@contextlib.contextmanager
+def serving(
+    proc: subprocess.Popen[bytes],
+    scaler: RunningScaler,
+    namespace: str,
+    objects: Mapping[str, Mapping[str, str]],
+    *,
+    what: str,
+) -> Iterator[RunningScaler]:
+    """Waits for a started scaler's /healthz, registers ``objects`` as KEDA would, waits for a fit, polls them
+    again (so per-object metrics have values) and stops the process afterwards."""
+    client: ScalerClient | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"{what} exited:\n{scaler.log.read_text()[-3000:]}"
+            try:
+                scaler.get("/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"no /healthz within 60 s:\n{scaler.log.read_text()[-3000:]}"
+                time.sleep(0.3)
+        client = ScalerClient(channel(scaler.grpc_address))
+        for name, metadata in objects.items():
+            client.keda_poll(namespace, name, metadata, deadline_s=REGISTER_DEADLINE_S)
+        deadline = time.monotonic() + FIT_TIMEOUT_S
+        while not fitted(scaler):
+            assert proc.poll() is None, f"{what} exited:\n{scaler.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"no fit within {FIT_TIMEOUT_S:.0f} s:\n{scaler.log.read_text()[-3000:]}"
+            )
+            time.sleep(1.0)
+        for name, metadata in objects.items():
+            client.keda_poll(namespace, name, metadata, deadline_s=REGISTER_DEADLINE_S)
+        yield scaler
+    finally:
+        if client is not None:
+            client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def installed_scaler(installed: Install, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningScaler]:
     """``foresight-scaler serve --source replay`` from the clean install, with ScaledObjects registered through
@@ -148,34 +195,5 @@ def installed_scaler(installed: Install, tmp_path_factory: pytest.TempPathFactor
             stderr=subprocess.STDOUT,
         )
     scaler = RunningScaler(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log)
-    client: ScalerClient | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the installed scaler exited:\n{log.read_text()[-3000:]}"
-            try:
-                scaler.get("/healthz")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"no /healthz within 60 s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.3)
-        client = ScalerClient(channel(scaler.grpc_address))
-        for name, metadata in OBJECTS.items():
-            client.keda_poll(NAMESPACE, name, metadata, deadline_s=REGISTER_DEADLINE_S)
-        deadline = time.monotonic() + FIT_TIMEOUT_S
-        while not fitted(scaler):
-            assert proc.poll() is None, f"the installed scaler exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no fit within {FIT_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
-            time.sleep(1.0)
-        for name, metadata in OBJECTS.items():  # served after the fit: per-object metrics have values
-            client.keda_poll(NAMESPACE, name, metadata, deadline_s=REGISTER_DEADLINE_S)
+    with serving(proc, scaler, NAMESPACE, OBJECTS, what="the installed scaler"):
         yield scaler
-    finally:
-        if client is not None:
-            client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

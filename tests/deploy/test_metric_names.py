@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaler_service.client import ScalerClient, channel
-from tests.deploy.conftest import OBJECTS, REGISTER_DEADLINE_S, RunningScaler, fitted
+from tests.deploy.conftest import OBJECTS, RunningScaler, serving
 from tests.deploy.monitoring import PROMETHEUS_OWN, dashboard_queries, metric_names, rules, selected_metrics
 from tests.deploy.render import ROOT
 from tests.support.prometheus import free_port
@@ -110,37 +109,8 @@ def scaler_from_source(
     with log.open("wb") as log_file:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     scaler = RunningScaler(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log)
-    client: ScalerClient | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the scaler exited:\n{log.read_text()[-3000:]}"
-            try:
-                scaler.get("/healthz")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"no /healthz within 60 s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.3)
-        client = ScalerClient(channel(scaler.grpc_address))
-        for name, metadata in METRICS_OBJECTS.items():
-            client.keda_poll("metrics-test", name, metadata, deadline_s=REGISTER_DEADLINE_S)
-        deadline = time.monotonic() + FIT_TIMEOUT_S
-        while not fitted(scaler):
-            assert proc.poll() is None, f"the scaler exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no fit within {FIT_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
-            time.sleep(1.0)
-        for name, metadata in METRICS_OBJECTS.items():
-            client.keda_poll("metrics-test", name, metadata, deadline_s=REGISTER_DEADLINE_S)
+    with serving(proc, scaler, "metrics-test", METRICS_OBJECTS, what="the scaler"):
         yield scaler
-    finally:
-        if client is not None:
-            client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
