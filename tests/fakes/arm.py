@@ -39,21 +39,18 @@ import json
 import math
 import re
 import socket
-import ssl
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from azure.core.credentials import AccessToken
 
-from tests.fakes.tls import self_signed_cert
+from tests.fakes.tls import LoopbackHttps
 
 FAKE_TOKEN = "fake-arm-token"
 
@@ -234,36 +231,18 @@ class FakeArm:
         self.spot_available: dict[tuple[str, str], int] = {}
         self.lock = threading.RLock()
         self._operations: dict[str, _Operation] = {}
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-arm-")
-        self.cert_path, self._key_path = self_signed_cert(Path(self._tmp.name), "fake-arm")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._https = LoopbackHttps("fake-arm")
+        self.cert_path = self._https.cert_path
         self.url = ""
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def start(self) -> FakeArm:
-        handler = _make_handler(self)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_path, self._key_path)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self.url = f"https://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-arm", daemon=True)
-        self._thread.start()
+        self.url = self._https.start(_make_handler(self))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._tmp.cleanup()
+        self._https.stop()
 
     def __enter__(self) -> FakeArm:
         return self.start()

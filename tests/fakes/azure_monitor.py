@@ -30,20 +30,18 @@ import datetime as dt
 import json
 import re
 import socket
-import tempfile
 import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from tests.fakes.arm import FAKE_TOKEN
-from tests.fakes.tls import self_signed_cert, wrap_https
+from tests.fakes.tls import LoopbackHttps
 
 API_VERSION = "2024-02-01"
 NAMESPACES = {
@@ -111,31 +109,16 @@ class FakeAzureMonitor:
         self.faults: list[MonitorFault] = []
         self.calls: list[RecordedCall] = []
         self.lock = threading.Lock()
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-azure-monitor-")
-        self.cert_path, self._key_path = self_signed_cert(Path(self._tmp.name), "fake-azure-monitor")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._https = LoopbackHttps("fake-azure-monitor")
+        self.cert_path = self._https.cert_path
         self.url = ""
 
     def start(self) -> FakeAzureMonitor:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        wrap_https(server, self.cert_path, self._key_path)
-        self._server = server
-        self.url = f"https://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-monitor", daemon=True)
-        self._thread.start()
+        self.url = self._https.start(_make_handler(self))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._tmp.cleanup()
+        self._https.stop()
 
     def __enter__(self) -> FakeAzureMonitor:
         return self.start()

@@ -12,15 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.tls import self_signed_cert, wrap_https
+from tests.fakes.tls import LoopbackHttps
 
 
 @dataclass
@@ -33,32 +31,17 @@ class FakeHttpsPrometheus:
     refused: int = 0
 
     def __post_init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-prometheus-")
-        self.cert_path, self._key_path = self_signed_cert(Path(self._tmp.name), "fake-prometheus")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._https = LoopbackHttps("fake-prometheus")
+        self.cert_path = self._https.cert_path
         self.url = ""
         self.lock = threading.Lock()
 
     def __enter__(self) -> FakeHttpsPrometheus:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.daemon_threads = True
-        # A client that refuses our certificate aborts the handshake: not worth a traceback on stderr.
-        server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
-        wrap_https(server, self.cert_path, self._key_path)
-        self._server = server
-        self.url = f"https://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.url = self._https.start(_handler(self), quiet_handshake_errors=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._tmp.cleanup()
+        self._https.stop()
 
     def authorized(self, header: str | None) -> bool:
         if self.bearer_token is not None:

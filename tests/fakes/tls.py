@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
-from http.server import ThreadingHTTPServer
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -52,3 +54,37 @@ def wrap_https(server: ThreadingHTTPServer, cert_path: Path, key_path: Path) -> 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+
+
+class LoopbackHttps:
+    """The lifecycle the HTTPS fakes share: a self-signed certificate made at construction, a threading server
+    on a free loopback port serving ``handler`` over TLS, and a stop that removes the certificate."""
+
+    def __init__(self, name: str) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{name}-")
+        self.cert_path, self._key_path = self_signed_cert(Path(self._tmp.name), name)
+        self._name = name
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, handler: type[BaseHTTPRequestHandler], *, quiet_handshake_errors: bool = False) -> str:
+        """Serves ``handler`` and returns the base URL (``https://127.0.0.1:PORT``)."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        if quiet_handshake_errors:  # a client that refuses the certificate aborts the handshake: no traceback
+            server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        wrap_https(server, self.cert_path, self._key_path)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=self._name, daemon=True)
+        self._thread.start()
+        return f"https://127.0.0.1:{server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._tmp.cleanup()

@@ -8,6 +8,7 @@ Tests against the real Prometheus live in test_scaler_prometheus.py.
 from __future__ import annotations
 
 import math
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -236,3 +237,14 @@ def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
 
 
 __all__ = ["PROM", "ScriptedFits", "ScriptedSource", "client_for", "rpc_code", "scripted_model", "wait_for"]
+
+
+def serving_line(proc: subprocess.Popen[str]) -> str:
+    """The JSON log line a ``serve`` process prints once it listens (read from its stderr, within 60 s)."""
+    assert proc.stderr is not None
+    line = ""
+    deadline = time.monotonic() + 60
+    while "scaler serving" not in line and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, "serve exited early"
+    return line

@@ -20,7 +20,7 @@ import pytest
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service.client import ScalerClient
 from scaler_service.sources.base import Samples
-from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, rpc_code, wait_for
+from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, rpc_code, serving_line, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,12 +184,7 @@ def test_sigterm_ends_the_process_within_the_grace_period_with_a_fetch_blocked(t
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        line = ""
-        deadline = time.monotonic() + 60
-        while "scaler serving" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "serve exited early"
+        line = serving_line(proc)
         port = json.loads(line)["grpc_port"]
         client = ScalerClient(grpc.insecure_channel(f"127.0.0.1:{port}"))
         with pytest.raises(grpc.RpcError):

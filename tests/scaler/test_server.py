@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -22,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service.client import ScalerClient, channel
 from scaler_service.settings import Settings, SettingsError, settings_from_sources
-from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, wait_for
+from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, serving_line, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -229,12 +228,7 @@ def test_sigterm_stops_the_serve_command(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        line = ""
-        deadline = time.monotonic() + 60
-        while "scaler serving" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "serve exited early"
+        line = serving_line(proc)
         assert '"grpc_port"' in line  # JSON logs by default
         proc.terminate()
         try:
@@ -243,6 +237,7 @@ def test_sigterm_stops_the_serve_command(tmp_path: Path) -> None:
             proc.kill()
             raise AssertionError(f"serve did not stop on SIGTERM; its log: {proc.communicate()[1][-3000:]}") from None
         assert code == 0
+        assert proc.stderr is not None
         rest = proc.stderr.read()
         assert "scaler stopped" in rest
     finally:
