@@ -8,7 +8,7 @@ Every VM gets either a :class:`VmUsage` (grid over ``[now - lookback, now]``, co
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,11 +36,15 @@ class VmUsage:
     memory_note: str = ""
     data_note: str = ""
     """Repairs made to the raw samples by :mod:`rightsizer.samples` (e.g. duplicates merged), for the row."""
+    memory_measured_days: float | None = None
+    """Set when memory was measured in part only (under ``min_completeness`` of the lookback, at least
+    ``partial_memory_min_days`` of samples): the days' worth of samples ``memory`` rests on. Its unmeasured
+    points are NaN (never filled), so statistics come from measured samples only. None: fully measured."""
 
     @property
     def completeness(self) -> float:
         c = self.cpu.quality.completeness
-        if self.memory is not None:
+        if self.memory is not None and self.memory_measured_days is None:
             c = min(c, self.memory.quality.completeness)
         return c
 
@@ -134,8 +138,28 @@ def usage_from_samples(
             if mem_problem is None:
                 memory, note = mem, ""
             else:
+                partial = _partial_memory(mem, settings)
+                if partial is not None:
+                    memory, measured_days = partial
+                    note = (
+                        f"memory measured in {100 * mem.quality.completeness:.0f}% of the last "
+                        f"{settings.lookback_days:g} days ({measured_days:.1f} days of samples): sized on their "
+                        f"max x {1 + 1 / measured_days:.2f} for the short record"
+                    )
+                    return VmUsage(vm, cpu, memory, note, data_note, memory_measured_days=measured_days)
                 note = mem_problem.replace("not enough data: ", "memory unknown: ")
     return VmUsage(vm, cpu, memory, note, data_note)
+
+
+def _partial_memory(mem: PreparedSeries, settings: MetricsSettings) -> tuple[PreparedSeries, float] | None:
+    """A memory record measured in part, as measured samples only (gaps NaN, never interpolated across), and the
+    days' worth of samples it holds; None when that is under ``partial_memory_min_days``."""
+    observed = mem.observed if mem.observed is not None else np.isfinite(mem.values)
+    measured_days = float(np.count_nonzero(observed)) * mem.step_s / DAY_S
+    if measured_days < settings.partial_memory_min_days:
+        return None
+    values = np.where(observed, mem.values, np.nan)
+    return replace(mem, values=values), measured_days
 
 
 def usage_from_raw(

@@ -75,6 +75,12 @@ class MetricsSettings:
     lookback_days: float = 7.0
     step_s: float = 300.0
     min_completeness: float = 0.95
+    partial_memory_min_days: float = 1.0
+    """Memory measured in less than ``min_completeness`` of the lookback is still sized on when its samples add
+    up to at least this many days: on the measured samples only, the statistic widened by ``1 + 1/days`` (as the
+    Kubernetes VPA widens the bounds of a short history), with no forecast. Below it memory is unknown (the
+    target keeps at least the current memory). Set it above ``lookback_days`` to treat any incomplete memory
+    record as unknown."""
     size_without_memory: bool = False
     """A VM whose memory is unknown (no memory metric) is sized on CPU alone, keeping at least its current memory,
     only when true; otherwise it is skipped with "memory unknown" as the reason. Applies to the live sources."""
@@ -283,6 +289,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("metrics.lookback_days and metrics.step_s must be > 0")
     if not 0 < m.min_completeness <= 1:
         raise SettingsError(f"metrics.min_completeness: {m.min_completeness} is outside (0, 1]")
+    if not 0 < m.partial_memory_min_days <= 366:
+        raise SettingsError(f"metrics.partial_memory_min_days: {m.partial_memory_min_days} is outside (0, 366] days")
     if m.prometheus_basic_auth_password_file and not m.prometheus_basic_auth_user:
         raise SettingsError("metrics.prometheus_basic_auth_password_file needs metrics.prometheus_basic_auth_user")
     if m.prometheus_bearer_token_file and m.prometheus_basic_auth_user:

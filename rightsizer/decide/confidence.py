@@ -50,6 +50,9 @@ MIN_LEARNING_WINDOWS = 2
 """The first origin has two days behind it: one day says nothing of a VM whose days differ."""
 MIN_WINDOW_COVERAGE = 0.5
 """A window (or what precedes it) with fewer than half its samples measured is left out."""
+MIN_SPARSE_WINDOW_S = 3600.0
+"""For a record measured in part only (memory with gaps), a day is judged when it holds at least an hour of
+samples: its statistic is then the measured samples', as the sizing statistic is."""
 MIN_WINDOWS = 2
 """Below two windows there is no spread to estimate: confidence 0, with the reason."""
 STAT_FLOOR_PERCENT = 1.0
@@ -90,21 +93,25 @@ def _statistic(values: FloatArray, quantile: float | None) -> float:
     return float(np.quantile(finite, quantile))
 
 
-def window_samples(values: FloatArray, step_s: float, quantile: float | None) -> WindowSamples:
+def window_samples(values: FloatArray, step_s: float, quantile: float | None, *, sparse: bool = False) -> WindowSamples:
     """Walk-forward samples of one statistic (``quantile`` in [0, 1], or None for the mean) over daily windows.
 
     ``values`` is a regular grid (NaN = not measured) ending now; the days are counted back from the end so
-    the last window is the most recent whole day.
+    the last window is the most recent whole day. ``sparse``: a record measured in part only, whose days are
+    judged on as little as :data:`MIN_SPARSE_WINDOW_S` of samples.
     """
     realised: list[float] = []
     learned: list[float] = []
-    for start, stop in _judged_windows(len(values), step_s, values):
+    min_coverage = min(1.0, MIN_SPARSE_WINDOW_S / WINDOW_S) if sparse else MIN_WINDOW_COVERAGE
+    for start, stop in _judged_windows(len(values), step_s, values, min_coverage):
         realised.append(_statistic(values[start:stop], quantile))
         learned.append(_statistic(values[:start], quantile))
     return WindowSamples(np.asarray(realised, dtype=np.float64), np.asarray(learned, dtype=np.float64))
 
 
-def _judged_windows(length: int, step_s: float, values: FloatArray) -> list[tuple[int, int]]:
+def _judged_windows(
+    length: int, step_s: float, values: FloatArray, min_coverage: float = MIN_WINDOW_COVERAGE
+) -> list[tuple[int, int]]:
     """The (start, stop) sample indices of the past days judged, oldest first (the same for every check)."""
     per_window = max(1, round(WINDOW_S / step_s))
     # Rounded, so a grid a sample short of whole days (a lookback that ends on "now") keeps its oldest day.
@@ -114,7 +121,7 @@ def _judged_windows(length: int, step_s: float, values: FloatArray) -> list[tupl
         start = max(0, length - (n_windows - k) * per_window)
         stop = start + per_window
         window, before = values[start:stop], values[:start]
-        if np.isfinite(window).mean() < MIN_WINDOW_COVERAGE or np.isfinite(before).mean() < MIN_WINDOW_COVERAGE:
+        if np.isfinite(window).mean() < min_coverage or np.isfinite(before).mean() < min_coverage:
             continue
         out.append((start, stop))
     return out
@@ -175,13 +182,19 @@ class UsageEvidence:
 
 
 def usage_evidence(
-    cpu: FloatArray, memory: FloatArray | None, step_s: float, *, memory_quantile: float = 0.95
+    cpu: FloatArray,
+    memory: FloatArray | None,
+    step_s: float,
+    *,
+    memory_quantile: float = 0.95,
+    memory_sparse: bool = False,
 ) -> UsageEvidence:
-    """Daily walk-forward samples of the statistics sizing uses: P95 CPU, mean CPU, memory P95 (or max)."""
+    """Daily walk-forward samples of the statistics sizing uses: P95 CPU, mean CPU, memory P95 (or max).
+    ``memory_sparse``: memory measured in part only (see :func:`window_samples`)."""
     return UsageEvidence(
         cpu_p95=window_samples(cpu, step_s, 0.95),
         cpu_mean=window_samples(cpu, step_s, None),
-        memory=None if memory is None else window_samples(memory, step_s, memory_quantile),
+        memory=None if memory is None else window_samples(memory, step_s, memory_quantile, sparse=memory_sparse),
         cpu=cpu,
         step_s=step_s,
         cpu_windows=tuple(_judged_windows(len(cpu), step_s, cpu)),

@@ -165,14 +165,16 @@ def limit_checks(
         )
     ]
     if stats.memory is not None and ev.memory is not None:
+        partial = bool(stats.memory_partial_note)
         checks.append(
             LimitCheck(
-                "max memory" if t.memory_statistic == "max" else "P95 memory",
+                "max memory" if t.memory_statistic == "max" or partial else "P95 memory",
                 stats.memory * current.memory_gib / candidate.memory_gib,
                 t.memory_max_percent,
                 ev.memory,
                 _relative(stats.memory_forecast_error, stats.memory, stats.memory_forecast_p95),
                 scale=current.memory_gib / candidate.memory_gib,
+                detail=stats.memory_partial_note,
             )
         )
     baseline = burstable_baseline(candidate.name) if candidate.burstable else None

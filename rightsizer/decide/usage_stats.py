@@ -1,8 +1,12 @@
 """The statistics a VM is sized on, computed once per VM from its usage (pure, ``now`` given).
 
 Statistic per resource = max(observed P95 over the lookback, forecast P95 over the next week); memory uses
-P95 or max (``thresholds.memory_statistic``) and is None when unknown. Alongside: the forecasts' errors in
-points and the walk-forward evidence the confidence is estimated from (:mod:`rightsizer.decide.confidence`).
+P95 or max (``thresholds.memory_statistic``) and is None when unknown. Memory measured in part only
+(:attr:`rightsizer.metrics.VmUsage.memory_measured_days`) is sized on the max of its measured samples (the
+unmeasured time may hold the peaks a P95 would leave out) times ``1 + 1/days`` (the fewer days of samples,
+the wider: the Kubernetes VPA's confidence multiplier for a short history), with no forecast: a model
+fitted across long unmeasured stretches would be guessing. Alongside: the forecasts' errors in points and
+the walk-forward evidence the confidence is estimated from (:mod:`rightsizer.decide.confidence`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class UsageStats:
     cpu_forecast_error: float = 0.0
     """The CPU forecast's backtest error in percentage points (0 without a forecast)."""
     memory_forecast_error: float = 0.0
+    memory_widening: float = 1.0
+    """The factor the memory statistic was widened by for a record measured in part (1: fully measured)."""
+    memory_partial_note: str = ""
+    """For memory measured in part only: how much was measured and how it is sized, for the row's reason."""
     evidence: UsageEvidence | None = None
     """Walk-forward samples of the VM's history the confidence is estimated from (None: no history)."""
 
@@ -78,7 +86,14 @@ def usage_stats(usage: VmUsage, now: float, settings: Settings) -> UsageStats:
     mem_obs = mem_fc_p95 = None
     mem_error = 0.0
     q = 1.0 if settings.thresholds.memory_statistic == "max" else 0.95
-    if usage.memory is not None:
+    widening = 1.0
+    partial = usage.memory is not None and usage.memory_measured_days is not None
+    if partial:
+        q = 1.0
+    if usage.memory is not None and usage.memory_measured_days is not None:
+        widening = 1.0 + 1.0 / usage.memory_measured_days
+        mem_obs = _quantile(usage.memory.values, q) * widening
+    elif usage.memory is not None:
         mv = usage.memory.values
         mem_obs = _quantile(mv, q)
         mem_fc = forecast_p95(f"{usage.vm}/memory", usage.memory, now, settings.forecast)
@@ -100,10 +115,13 @@ def usage_stats(usage: VmUsage, now: float, settings: Settings) -> UsageStats:
         notes=tuple(notes),
         cpu_forecast_error=cpu_fc.error_points,
         memory_forecast_error=mem_error,
+        memory_widening=widening,
+        memory_partial_note=usage.memory_note if partial else "",
         evidence=usage_evidence(
             cpu_values,
             None if usage.memory is None else usage.memory.values,
             usage.cpu.step_s,
             memory_quantile=q,
+            memory_sparse=partial,
         ),
     )

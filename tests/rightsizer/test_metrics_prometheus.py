@@ -92,9 +92,16 @@ def test_usage_from_real_prometheus_matches_the_samples(prom: Prom) -> None:
     strict = usage_from_prometheus(client, [vm27], replace(SETTINGS, size_without_memory=False), now)[vm27.id]
     assert isinstance(strict, NoUsage) and strict.reason.startswith("memory")
     assert strict.reason.endswith("not sized on CPU alone (metrics.size_without_memory is off)")
+    # bb-383's memory is measured part of the week: sized on the measured samples (gaps left NaN), unless the
+    # policy asks for more days of samples than it has, when it is memory unknown.
     u383 = by_name["bb-383"]
-    assert isinstance(u383, VmUsage) and u383.memory is None
-    assert u383.memory_note.startswith("memory unknown: memory") and "< 95%" in u383.memory_note
+    assert isinstance(u383, VmUsage) and u383.memory is not None and u383.memory_measured_days is not None
+    assert u383.memory_note.startswith("memory measured in ") and "sized on their max" in u383.memory_note
+    assert np.isfinite(u383.memory.values).sum() * 300 / 86400 == pytest.approx(u383.memory_measured_days)
+    vm383 = next(vm for vm in vms if vm.name == "bb-383")
+    strict383 = usage_from_prometheus(client, [vm383], replace(SETTINGS, partial_memory_min_days=8.0), now)[vm383.id]
+    assert isinstance(strict383, VmUsage) and strict383.memory is None
+    assert strict383.memory_note.startswith("memory unknown: memory") and "< 95%" in strict383.memory_note
     ghost = by_name["ghost"]
     assert isinstance(ghost, NoUsage) and ghost.reason == "no metrics for this VM in the last 7 days"
 
