@@ -70,6 +70,8 @@ class UsageStats:
             out["memory_stat"] = self.memory or 0.0
         if self.memory_forecast_p95 is not None:
             out["memory_forecast_p95"] = self.memory_forecast_p95
+        if self.memory_widening != 1.0:
+            out["memory_widening"] = self.memory_widening
         return {k: round(v, 4) for k, v in out.items()}
 
 

@@ -46,6 +46,7 @@ def test_a_partly_measured_memory_record_is_sized_on_its_measured_samples_with_t
     assert s.memory == pytest.approx(10.0 * (1 + 1 / days), rel=1e-6)
     assert s.memory_forecast_p95 is None
     assert s.memory_widening == pytest.approx(1 + 1 / days)
+    assert s.as_dict()["memory_widening"] == pytest.approx(1 + 1 / days, abs=1e-4)
     # Completeness (and so the data gate) is the CPU's: the memory record is judged by its own rule.
     assert u.completeness == pytest.approx(1.0)
 
@@ -69,7 +70,7 @@ def test_a_fully_measured_record_is_unchanged() -> None:
     u = usage_from_samples("a", ts, cpu, mem, MetricsSettings(), NOW)
     assert isinstance(u, VmUsage) and u.memory is not None and u.memory_measured_days is None
     s = usage_stats(u, NOW, CHEAP_SETTINGS)
-    assert s.memory_widening == 1.0 and s.memory_partial_note == ""
+    assert s.memory_widening == 1.0 and s.memory_partial_note == "" and "memory_widening" not in s.as_dict()
     assert s.memory == pytest.approx(5.0)  # the P95 (the product's memory statistic), not the daily peak
 
 
