@@ -15,11 +15,12 @@ import yaml
 from forecasting.series import DAY_S
 from scaler_service.backtest.cli import build_parser, run
 from scaler_service.backtest.fitcache import FitCache, counting_fit
+from scaler_service.backtest.forecast_table import ForecastTable
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import ObjectSettings
 from scaler_service.backtest.strategies import PredictiveSettings, predictive_metric
 from scaler_service.backtest.trace import DemandTrace, TraceError
-from scaler_service.backtest.tune import ForecastTable, ServiceLevel, TuneSearch, split_trace, tune
+from scaler_service.backtest.tune import ServiceLevel, TuneSearch, split_trace, tune
 from scaler_service.backtest.tune_cli import run_tuning, share
 from scaler_service.backtest.tune_report import TuneReport
 from scaler_service.trigger import TriggerParser
