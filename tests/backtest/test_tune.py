@@ -20,7 +20,14 @@ from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import ObjectSettings
 from scaler_service.backtest.strategies import PredictiveSettings, predictive_metric
 from scaler_service.backtest.trace import DemandTrace, TraceError
-from scaler_service.backtest.tune import ServiceLevel, TuneSearch, split_trace, tune
+from scaler_service.backtest.tune import (
+    THRESHOLD_WIDTH_FRACTION,
+    Scored,
+    ServiceLevel,
+    TuneSearch,
+    split_trace,
+    tune,
+)
 from scaler_service.backtest.tune_cli import run_tuning, share
 from scaler_service.backtest.tune_report import TuneReport
 from scaler_service.trigger import TriggerParser
@@ -35,7 +42,6 @@ SMALL: dict[str, tuple[float, ...]] = {
     "leads_s": (300.0, 900.0),
     "quantiles": (0.5, 0.9),
     "min_confidences": (0.0, 0.9),
-    "threshold_fractions": (1.0, 0.9),
     "windows_s": (60.0, 300.0),
 }
 
@@ -131,6 +137,36 @@ def test_no_chosen_configuration_exceeds_the_event_cap() -> None:
         and s.metrics.replica_hours < search.reactive.metrics.replica_hours
     ]
     assert refused
+
+
+def test_every_candidate_is_judged_at_its_own_largest_threshold_for_both_strategies() -> None:
+    # A tight service level: at the stated threshold no candidate meets it, so each needs headroom.
+    search, _, _ = _search(daily_trace(5, seed=4), ServiceLevel(0.002))
+    threshold = HPA.target_value
+    width = THRESHOLD_WIDTH_FRACTION * threshold + 1e-9
+    groups: dict[tuple[str, float, float, float, float], list[Scored]] = {}
+    for s in search.tried:
+        c = s.candidate
+        groups.setdefault((c.strategy, c.scale_down_s, c.lead_s, c.quantile, c.min_confidence), []).append(s)
+    assert {k[0] for k in groups} == {"reactive", "predictive"}
+    assert sum(k[0] == "predictive" for k in groups) >= 5
+    judged = 0
+    for key, group in groups.items():
+        if key[0] == "reactive" and key[1] == 300.0 and len(group) == 1:
+            continue  # the default, simulated for the event cap only
+        met = [s.candidate.target_value for s in group if s.excess == 0]
+        if not met:
+            continue
+        best = max(met)
+        assert best < threshold
+        # The next threshold up that was tried, no further than the bisection's width, misses the service level.
+        above = [s for s in group if best < s.candidate.target_value <= best + width]
+        assert above and all(s.excess > 0 for s in above), key
+        judged += 1
+    assert judged >= 5
+    for chosen in (search.reactive, search.predictive):
+        assert chosen.excess == 0
+        assert chosen.candidate.target_value < threshold
 
 
 def _crd_schema() -> dict:  # type: ignore[type-arg]
