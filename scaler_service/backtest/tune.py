@@ -59,7 +59,8 @@ MAX_ROUNDS = 3
 LEADS_S = (300.0, 600.0, 900.0, 1200.0, 1800.0)
 QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
 MIN_CONFIDENCES = (0.0, 0.5, 0.7, 0.8, 0.9)
-WINDOWS_S = (0.0, 60.0, 120.0, 180.0, 300.0, 600.0)
+WINDOWS_S = (0.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0)
+"""Scale-down stabilisation windows searched, up to the HPA's limit of one hour."""
 MIN_THRESHOLD_FRACTION = 0.3
 """The threshold bisection lowers the threshold to at most 70 % headroom."""
 THRESHOLD_WIDTH_FRACTION = 0.005
@@ -375,6 +376,7 @@ def _with(c: Candidate, name: str, value: float) -> Candidate:
 __all__ = [
     "EVENT_CAP_RATIO",
     "THRESHOLD_WIDTH_FRACTION",
+    "WINDOWS_S",
     "Candidate",
     "Scored",
     "ServiceLevel",

@@ -22,6 +22,7 @@ from scaler_service.backtest.strategies import PredictiveSettings, predictive_me
 from scaler_service.backtest.trace import DemandTrace, TraceError
 from scaler_service.backtest.tune import (
     THRESHOLD_WIDTH_FRACTION,
+    WINDOWS_S,
     Scored,
     ServiceLevel,
     TuneSearch,
@@ -167,6 +168,23 @@ def test_every_candidate_is_judged_at_its_own_largest_threshold_for_both_strateg
     for chosen in (search.reactive, search.predictive):
         assert chosen.excess == 0
         assert chosen.candidate.target_value < threshold
+
+
+def test_a_bursty_workload_gets_a_scale_down_window_of_up_to_an_hour() -> None:
+    # One minute in twenty at 1.5-2.5 x the demand: following each burst down and up again flaps and misses the
+    # next burst; holding the recent peak (a long scale-down window) is the cheapest way to the service level.
+    trace = daily_trace(5, seed=3)
+    rng = np.random.default_rng(3)
+    n = len(trace.values)
+    bursty = replace(trace, values=trace.values * np.where(rng.random(n) < 0.05, rng.uniform(1.5, 2.5, n), 1.0))
+    search, _, _ = _search(bursty, windows_s=WINDOWS_S)
+    assert max(WINDOWS_S) == 3600.0  # the HPA's limit (KEDA's CRD: at most one hour)
+    chosen = search.reactive
+    assert chosen.feasible and chosen.candidate.scale_down_s > 600.0
+    shorter = [
+        s for s in search.tried if s.candidate.strategy == "reactive" and s.candidate.scale_down_s <= 600 and s.feasible
+    ]
+    assert shorter and min(s.metrics.replica_hours for s in shorter) > chosen.metrics.replica_hours
 
 
 def _crd_schema() -> dict:  # type: ignore[type-arg]
