@@ -14,7 +14,8 @@ Fits are reused. A model fitted at time ``t`` does not depend on the lead, the q
 or the HPA, so the trace is run through ``predictive_metric`` once, with the gate open and the caller's
 (caching) fit function: each refit time is fitted once for the whole search. That pass records, at each poll,
 the model in use, its level factor and the confidence the gate judges; the served value under any
-(predictHorizon, predictQuantile, minConfidence) is then computed with arrays (:class:`ForecastTable`).
+(predictHorizon, predictQuantile, minConfidence) is then computed with arrays
+(:class:`~scaler_service.backtest.forecast_table.ForecastTable`).
 Every candidate costs one fast HPA simulation (:mod:`scaler_service.backtest.fastsim`).
 
 Objective: the fewest replica-hours on the tuning stretch among candidates that meet the service level
@@ -23,33 +24,29 @@ the scaling events of reactive at the stated threshold and the HPA's default 5-m
 candidate meets both, the one closest to them wins (smallest excess over the service level, then over the
 event cap, then replica-hours), and the output says so.
 
-Search. Reactive: for each scale-down stabilisation window, a bisection on the threshold (the largest one
-that meets the service level). Predictive: a coordinate search from the defaults over predictHorizon,
-predictQuantile, minConfidence, the threshold (predictive may need headroom too: the HPA does not scale for
-demand within its 10 % tolerance, whatever the metric foresees) and the window; each pass tries every value
-of one setting with the others fixed, until a full pass changes nothing (at most ``MAX_ROUNDS``); then the
-threshold is refined by bisection between the chosen grid value and the next one up.
+Search. Both strategies' candidates are judged alike: each at the largest threshold that meets the service
+level (a bisection between ``MIN_THRESHOLD_FRACTION`` and 100 % of the stated threshold; predictive may need
+headroom too: the HPA does not scale for demand within its 10 % tolerance, whatever the metric foresees).
+Reactive: that, for each scale-down stabilisation window. Predictive: a coordinate search from the defaults
+over predictHorizon, predictQuantile, minConfidence and the window; each pass tries every value of one setting
+with the others fixed, until a full pass changes nothing (at most ``MAX_ROUNDS``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from forecasting.series import DAY_S, format_duration, format_instant
-from forecasting.serving import ServingModel
 from scaler_service.backtest.fastsim import simulate_fast
+from scaler_service.backtest.forecast_table import ForecastTable
 from scaler_service.backtest.hpa import TICK_S, HpaSettings
 from scaler_service.backtest.metrics import StrategyMetrics, evaluate
-from scaler_service.backtest.strategies import (
-    FitFunction,
-    PredictiveSettings,
-    predictive_metric,
-    reactive_metric,
-)
+from scaler_service.backtest.strategies import PredictiveSettings
 from scaler_service.backtest.trace import MINUTE_S, DemandTrace, FloatArray, TraceError
 
 DEFAULT_SCALE_DOWN_S = 300.0
@@ -62,11 +59,11 @@ MAX_ROUNDS = 3
 LEADS_S = (300.0, 600.0, 900.0, 1200.0, 1800.0)
 QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
 MIN_CONFIDENCES = (0.0, 0.5, 0.7, 0.8, 0.9)
-THRESHOLD_FRACTIONS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
-WINDOWS_S = (0.0, 60.0, 120.0, 180.0, 300.0, 600.0)
-REACTIVE_MIN_FRACTION = 0.3
-"""The reactive bisection lowers the threshold to at most 70 % headroom."""
-REACTIVE_WIDTH_FRACTION = 0.005
+WINDOWS_S = (0.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0)
+"""Scale-down stabilisation windows searched, up to the HPA's limit of one hour."""
+MIN_THRESHOLD_FRACTION = 0.3
+"""The threshold bisection lowers the threshold to at most 70 % headroom."""
+THRESHOLD_WIDTH_FRACTION = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,77 +207,6 @@ class Scored:
         return (1, self.excess, self.events_over, self.metrics.replica_hours)
 
 
-class ForecastTable:
-    """The predictive metric under any (predictHorizon, predictQuantile, minConfidence), from one pass.
-
-    ``predictive_metric`` runs once with the gate open: it fits (through the caller's fit function), and
-    records at each poll the model in use, the level factor and the confidence the gate judges. None of these
-    depend on the lead, the quantile or ``minConfidence``; the served value under any of them is then computed
-    here with arrays, exactly as ``decision.predictive_value`` computes it (checked against it in the tests):
-    the peak of that quantile's curve over ``[now, now + lead]`` times the factor, never below the observed
-    value; the observed value where there is no model, the curve does not cover the window, or the confidence
-    is below ``minConfidence``.
-    """
-
-    def __init__(self, trace: DemandTrace, poll_times: FloatArray, base: PredictiveSettings, fit: FitFunction) -> None:
-        began = time.perf_counter()
-        self._polls = np.asarray(poll_times, dtype=np.float64)
-        settings = replace(base, min_confidence=0.0, refit_on_low_live_confidence=False)
-        self.run = predictive_metric(trace, self._polls, settings, fit)
-        raw = reactive_metric(trace, self._polls)
-        with np.errstate(invalid="ignore"):
-            self.observed: FloatArray = np.where(np.isfinite(raw) & (raw > 0), raw, 0.0)
-        assert self.run.confidence is not None and self.run.factors is not None
-        self._confidence = self.run.confidence
-        self._factors = self.run.factors
-        by_model: dict[int, tuple[ServingModel, list[int]]] = {}
-        for i, model in enumerate(self.run.models):
-            if model is not None:
-                by_model.setdefault(id(model), (model, []))[1].append(i)
-        self._segments = [(m, np.asarray(idx, dtype=np.int64)) for m, idx in by_model.values()]
-        self._values: dict[tuple[float, float], FloatArray] = {}
-        self.seconds = time.perf_counter() - began
-
-    def values(self, lead_s: float, quantile: float) -> FloatArray:
-        """The served value at each poll with the gate open."""
-        key = (lead_s, quantile)
-        if key in self._values:
-            return self._values[key]
-        began = time.perf_counter()
-        out = self.observed.copy()
-        for model, idx in self._segments:
-            curve = model.curve
-            times = self._polls[idx]
-            first = np.floor((times - curve.start) / curve.step_s).astype(np.int64)
-            stop = np.floor((times + lead_s - curve.start) / curve.step_s).astype(np.int64) + 1
-            inside = (first >= 0) & (stop <= len(curve))
-            if not inside.any():
-                continue
-            band = model.quantile_curve(quantile)
-            first, stop, at = first[inside], stop[inside], idx[inside]
-            peaks = np.empty(len(at), dtype=np.float64)
-            lengths = stop - first
-            for length in np.unique(lengths).tolist():
-                sel = lengths == length
-                peaks[sel] = np.lib.stride_tricks.sliding_window_view(band, length).max(axis=1)[first[sel]]
-            peaks = peaks * self._factors[at]
-            with np.errstate(invalid="ignore"):
-                peaks = np.where(np.isfinite(peaks) & (peaks > 0), peaks, 0.0)
-            out[at] = np.maximum(peaks, self.observed[at])
-        self._values[key] = out
-        self.seconds += time.perf_counter() - began
-        return out
-
-    def metric(self, lead_s: float, quantile: float, min_confidence: float) -> FloatArray:
-        with np.errstate(invalid="ignore"):
-            gated = self._confidence < min_confidence
-        return np.where(gated, self.observed, self.values(lead_s, quantile))
-
-    @property
-    def passes(self) -> int:
-        return len(self._values)
-
-
 @dataclass(frozen=True, slots=True)
 class TuneSearch:
     split: TuneSplit
@@ -313,7 +239,6 @@ def tune(
     leads_s: tuple[float, ...] = LEADS_S,
     quantiles: tuple[float, ...] = QUANTILES,
     min_confidences: tuple[float, ...] = MIN_CONFIDENCES,
-    threshold_fractions: tuple[float, ...] = THRESHOLD_FRACTIONS,
     windows_s: tuple[float, ...] = WINDOWS_S,
 ) -> TuneSearch:
     """The best reactive and predictive candidates on the tuning stretch (``table`` must cover its polls)."""
@@ -347,77 +272,50 @@ def tune(
         )
 
     reactive_default = score(default_reactive, base_metrics)
+    tried: dict[Candidate, Scored] = {default_reactive: reactive_default}
+
+    def at(c: Candidate) -> Scored:
+        if c not in tried:
+            metric = (
+                table.observed if c.strategy == "reactive" else table.metric(c.lead_s, c.quantile, c.min_confidence)
+            )
+            tried[c] = score(c, simulate_metrics(metric, c))
+        return tried[c]
+
+    def best_threshold(c: Candidate) -> Scored:
+        """``c`` with the largest threshold that meets the service level (bisection), the same for both."""
+        return _largest_threshold(lambda target: at(replace(c, target_value=target)), threshold)
 
     # Reactive: per window, the largest threshold that meets the service level.
-    reactive_tried: dict[Candidate, Scored] = {}
-
-    def reactive_at(target: float, window: float) -> Scored:
-        c = Candidate("reactive", target, window)
-        if c not in reactive_tried:
-            reactive_tried[c] = score(c, simulate_metrics(table.observed, c))
-        return reactive_tried[c]
-
     best_reactive = reactive_default
     for window in windows_s:
-        hi = reactive_at(threshold, window)
-        found = hi
-        if hi.excess > 0:
-            lo = reactive_at(threshold * REACTIVE_MIN_FRACTION, window)
-            found = lo
-            if lo.excess == 0:
-                lo_t, hi_t = lo.candidate.target_value, threshold
-                while hi_t - lo_t > REACTIVE_WIDTH_FRACTION * threshold:
-                    mid = reactive_at(0.5 * (lo_t + hi_t), window)
-                    if mid.excess == 0:
-                        lo_t, found = mid.candidate.target_value, mid
-                    else:
-                        hi_t = mid.candidate.target_value
+        found = best_threshold(Candidate("reactive", threshold, window))
         if found.key() < best_reactive.key():
             best_reactive = found
+    tried_reactive = len(tried)
 
-    # Predictive: coordinate search from the defaults.
-    predictive_tried: dict[Candidate, Scored] = {}
-
-    def predictive_at(c: Candidate) -> Scored:
-        if c not in predictive_tried:
-            metric = table.metric(c.lead_s, c.quantile, c.min_confidence)
-            predictive_tried[c] = score(c, simulate_metrics(metric, c))
-        return predictive_tried[c]
-
+    # Predictive: a coordinate search from the defaults over the forecast's settings and the window, each
+    # candidate judged at its own largest threshold that meets the service level, as reactive is.
     start = Candidate(
         "predictive", threshold, DEFAULT_SCALE_DOWN_S, predictive.lead_s, predictive.quantile, predictive.min_confidence
     )
-    predictive_default = predictive_at(start)
-    best = predictive_default
+    predictive_default = at(start)
+    best = best_threshold(start)
     dims: tuple[tuple[str, tuple[float, ...]], ...] = (
         ("lead_s", tuple(sorted({*leads_s, predictive.lead_s}))),
         ("quantile", tuple(sorted({*quantiles, predictive.quantile}))),
         ("min_confidence", tuple(sorted({*min_confidences, predictive.min_confidence}))),
-        ("target_value", tuple(threshold * f for f in threshold_fractions)),
         ("scale_down_s", tuple(windows_s)),
     )
     for _ in range(MAX_ROUNDS):
         before = best.candidate
         for name, values in dims:
             for value in values:
-                scored = predictive_at(_with(best.candidate, name, value))
+                scored = best_threshold(_with(replace(best.candidate, target_value=threshold), name, value))
                 if scored.key() < best.key():
                     best = scored
         if best.candidate == before:
             break
-    # Refine: the threshold grid is coarse (5 % steps); bisect between the chosen threshold and the next one up
-    # for the largest that still meets the service level and the cap, as the reactive search does.
-    higher = [t for t in dims[3][1] if t > best.candidate.target_value]
-    if best.feasible and higher:
-        lo_t, hi_t = best.candidate.target_value, min(higher)
-        while hi_t - lo_t > REACTIVE_WIDTH_FRACTION * threshold:
-            mid = predictive_at(replace(best.candidate, target_value=0.5 * (lo_t + hi_t)))
-            if mid.feasible:
-                lo_t = mid.candidate.target_value
-                if mid.key() < best.key():
-                    best = mid
-            else:
-                hi_t = mid.candidate.target_value
 
     notes: list[str] = []
     for label, s in (("reactive", best_reactive), ("predictive", best)):
@@ -434,15 +332,35 @@ def tune(
         predictive_default=predictive_default,
         reactive=best_reactive,
         predictive=best,
-        tried_reactive=len(reactive_tried) + 1,
-        tried_predictive=len(predictive_tried),
+        tried_reactive=tried_reactive,
+        tried_predictive=len(tried) - tried_reactive,
         forecast_passes=table.passes,
         forecast_seconds=table.seconds,
         simulation_seconds=sim_seconds,
         search_seconds=time.perf_counter() - began,
         notes=tuple(notes),
-        tried=(*reactive_tried.values(), *predictive_tried.values()),
+        tried=tuple(tried.values()),
     )
+
+
+def _largest_threshold(at: Callable[[float], Scored], threshold: float) -> Scored:
+    """The largest threshold between ``MIN_THRESHOLD_FRACTION`` and 100 % of ``threshold`` that meets the service
+    level, to within ``THRESHOLD_WIDTH_FRACTION`` of it; the lowest tried when none does."""
+    hi = at(threshold)
+    if hi.excess == 0:
+        return hi
+    lo = at(threshold * MIN_THRESHOLD_FRACTION)
+    if lo.excess > 0:
+        return lo
+    found = lo
+    lo_t, hi_t = lo.candidate.target_value, threshold
+    while hi_t - lo_t > THRESHOLD_WIDTH_FRACTION * threshold:
+        mid = at(0.5 * (lo_t + hi_t))
+        if mid.excess == 0:
+            lo_t, found = mid.candidate.target_value, mid
+        else:
+            hi_t = mid.candidate.target_value
+    return found
 
 
 def _with(c: Candidate, name: str, value: float) -> Candidate:
@@ -452,15 +370,14 @@ def _with(c: Candidate, name: str, value: float) -> Candidate:
         return replace(c, quantile=value)
     if name == "min_confidence":
         return replace(c, min_confidence=value)
-    if name == "target_value":
-        return replace(c, target_value=value)
     return replace(c, scale_down_s=value)
 
 
 __all__ = [
     "EVENT_CAP_RATIO",
+    "THRESHOLD_WIDTH_FRACTION",
+    "WINDOWS_S",
     "Candidate",
-    "ForecastTable",
     "Scored",
     "ServiceLevel",
     "TuneSearch",

@@ -15,11 +15,12 @@ import numpy as np
 
 from forecasting.pipeline import FitConfig
 from scaler_service.backtest.fitcache import cache_directory, counting_fit
+from scaler_service.backtest.forecast_table import ForecastTable
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import DEFAULT_SCALER_ADDRESS, ObjectSettings
 from scaler_service.backtest.strategies import PredictiveSettings, service_fit_function
 from scaler_service.backtest.trace import DemandTrace
-from scaler_service.backtest.tune import ForecastTable, ServiceLevel, split_trace, tune
+from scaler_service.backtest.tune import ServiceLevel, split_trace, tune
 from scaler_service.backtest.tune_report import TuneReport, build_report, fit_summary, format_table, to_json
 
 

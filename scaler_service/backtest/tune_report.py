@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from forecasting.series import format_duration, format_instant
+from scaler_service.backtest.forecast_table import ForecastTable
 from scaler_service.backtest.hpa import TICK_S, HpaSettings, Simulation, simulate
 from scaler_service.backtest.metrics import StrategyMetrics, evaluate
 from scaler_service.backtest.scaledobject import ObjectSettings, scaled_object, to_yaml
 from scaler_service.backtest.strategies import describe_fits
 from scaler_service.backtest.trace import MINUTE_S, DemandTrace
-from scaler_service.backtest.tune import EVENT_CAP_RATIO, Candidate, ForecastTable, TuneSearch
+from scaler_service.backtest.tune import EVENT_CAP_RATIO, Candidate, TuneSearch
 
 LABELS = ("reactive_default", "predictive_default", "reactive_tuned", "predictive_tuned")
 

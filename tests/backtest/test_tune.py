@@ -15,11 +15,20 @@ import yaml
 from forecasting.series import DAY_S
 from scaler_service.backtest.cli import build_parser, run
 from scaler_service.backtest.fitcache import FitCache, counting_fit
+from scaler_service.backtest.forecast_table import ForecastTable
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import ObjectSettings
 from scaler_service.backtest.strategies import PredictiveSettings, predictive_metric
 from scaler_service.backtest.trace import DemandTrace, TraceError
-from scaler_service.backtest.tune import ForecastTable, ServiceLevel, TuneSearch, split_trace, tune
+from scaler_service.backtest.tune import (
+    THRESHOLD_WIDTH_FRACTION,
+    WINDOWS_S,
+    Scored,
+    ServiceLevel,
+    TuneSearch,
+    split_trace,
+    tune,
+)
 from scaler_service.backtest.tune_cli import run_tuning, share
 from scaler_service.backtest.tune_report import TuneReport
 from scaler_service.trigger import TriggerParser
@@ -34,7 +43,6 @@ SMALL: dict[str, tuple[float, ...]] = {
     "leads_s": (300.0, 900.0),
     "quantiles": (0.5, 0.9),
     "min_confidences": (0.0, 0.9),
-    "threshold_fractions": (1.0, 0.9),
     "windows_s": (60.0, 300.0),
 }
 
@@ -130,6 +138,53 @@ def test_no_chosen_configuration_exceeds_the_event_cap() -> None:
         and s.metrics.replica_hours < search.reactive.metrics.replica_hours
     ]
     assert refused
+
+
+def test_every_candidate_is_judged_at_its_own_largest_threshold_for_both_strategies() -> None:
+    # A tight service level: at the stated threshold no candidate meets it, so each needs headroom.
+    search, _, _ = _search(daily_trace(5, seed=4), ServiceLevel(0.002))
+    threshold = HPA.target_value
+    width = THRESHOLD_WIDTH_FRACTION * threshold + 1e-9
+    groups: dict[tuple[str, float, float, float, float], list[Scored]] = {}
+    for s in search.tried:
+        c = s.candidate
+        groups.setdefault((c.strategy, c.scale_down_s, c.lead_s, c.quantile, c.min_confidence), []).append(s)
+    assert {k[0] for k in groups} == {"reactive", "predictive"}
+    assert sum(k[0] == "predictive" for k in groups) >= 5
+    judged = 0
+    for key, group in groups.items():
+        if key[0] == "reactive" and key[1] == 300.0 and len(group) == 1:
+            continue  # the default, simulated for the event cap only
+        met = [s.candidate.target_value for s in group if s.excess == 0]
+        if not met:
+            continue
+        best = max(met)
+        assert best < threshold
+        # The next threshold up that was tried, no further than the bisection's width, misses the service level.
+        above = [s for s in group if best < s.candidate.target_value <= best + width]
+        assert above and all(s.excess > 0 for s in above), key
+        judged += 1
+    assert judged >= 5
+    for chosen in (search.reactive, search.predictive):
+        assert chosen.excess == 0
+        assert chosen.candidate.target_value < threshold
+
+
+def test_a_bursty_workload_gets_a_scale_down_window_of_up_to_an_hour() -> None:
+    # One minute in twenty at 1.5-2.5 x the demand: following each burst down and up again flaps and misses the
+    # next burst; holding the recent peak (a long scale-down window) is the cheapest way to the service level.
+    trace = daily_trace(5, seed=3)
+    rng = np.random.default_rng(3)
+    n = len(trace.values)
+    bursty = replace(trace, values=trace.values * np.where(rng.random(n) < 0.05, rng.uniform(1.5, 2.5, n), 1.0))
+    search, _, _ = _search(bursty, windows_s=WINDOWS_S)
+    assert max(WINDOWS_S) == 3600.0  # the HPA's limit (KEDA's CRD: at most one hour)
+    chosen = search.reactive
+    assert chosen.feasible and chosen.candidate.scale_down_s > 600.0
+    shorter = [
+        s for s in search.tried if s.candidate.strategy == "reactive" and s.candidate.scale_down_s <= 600 and s.feasible
+    ]
+    assert shorter and min(s.metrics.replica_hours for s in shorter) > chosen.metrics.replica_hours
 
 
 def _crd_schema() -> dict:  # type: ignore[type-arg]
