@@ -16,6 +16,8 @@ Scenarios (``--only`` picks some):
   Prometheus of ours that counts the points and range queries asked for (and answers with no data).
 - ``shutdown``: a "Prometheus" that accepts connections and never answers; one poll, then SIGTERM with
   ``--grace-period-s 2``: seconds until the process exits (killed after 60 s).
+- ``huge-answer``: an allowlisted fake Prometheus answers an instant query with 200 MB of distinct series
+  (streamed, no length); one poll: its status, seconds, bytes the fake got to send and the server's peak RSS.
 
     python -m loadtests.hostile_bench                                  # this tree only
     git archive 950c372 | tar -x -C /tmp/base && python -m loadtests.hostile_bench --baseline /tmp/base
@@ -47,7 +49,7 @@ from tests.fakes.prometheus_http import fake_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-SCENARIOS = ("oversized", "series", "series-1s", "amplification", "shutdown")
+SCENARIOS = ("oversized", "series", "series-1s", "amplification", "shutdown", "huge-answer")
 
 
 def free_port() -> int:
@@ -83,9 +85,9 @@ class Server:
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def rss_mib(self) -> float:
+    def rss_mib(self, field: str = "VmRSS") -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024
+        return int(next(x for x in status.splitlines() if x.startswith(f"{field}:")).split()[1]) / 1024
 
     def get(self, path: str) -> tuple[int, float]:
         """(bytes, seconds) of one GET."""
@@ -253,6 +255,29 @@ def shutdown(tree: Path, work: Path) -> dict[str, Any]:
         silent.close()
 
 
+def huge_answer(tree: Path, work: Path) -> dict[str, Any]:
+    with fake_prometheus(huge_answer_bytes=200_000_000) as prom:
+        server = Server(tree, work, "--prometheus-url", prom.url, "--prometheus-timeout-s", "120")
+        try:
+            before = server.rss_mib()
+            with grpc.insecure_channel(server.target) as ch:
+                stub = pb_grpc.ExternalScalerStub(ch)  # type: ignore[no-untyped-call]
+                ref = pb.ScaledObjectRef(namespace="ns", name="huge", scalerMetadata={"query": "up", "threshold": "10"})
+                started = time.perf_counter()
+                code, length = _code(lambda: stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref), timeout=180))
+                took = time.perf_counter() - started
+            return {
+                "status": code,
+                "status_text_length": length,
+                "seconds": round(took, 1),
+                "bytes_sent_by_prometheus": prom.bytes_sent,
+                "rss_before_mib": round(before),
+                "peak_rss_mib": round(server.rss_mib("VmHWM")),
+            }
+        finally:
+            server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.hostile_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="an older source tree measured the same way")
@@ -267,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "series-1s": series_1s,
         "amplification": amplification,
         "shutdown": shutdown,
+        "huge-answer": huge_answer,
     }
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="hostile-bench-") as tmp:

@@ -46,6 +46,7 @@ def make_source_for(settings: Settings, clock: Callable[[], float] = time.time) 
                         timeout_s=settings.prometheus_timeout_s,
                         max_points_per_query=settings.prometheus_max_points,
                         auth=settings.prometheus_auth(),
+                        max_response_bytes=int(settings.prometheus_max_response_mb * 2**20),
                     )
                 sources[address] = source
             return source

@@ -43,6 +43,9 @@ class Settings:
     """Further Prometheus addresses a trigger may name (the default address is always allowed)."""
     prometheus_timeout_s: float = 10.0
     prometheus_max_points: int = 11_000
+    prometheus_max_response_mb: float = 16.0
+    """Largest Prometheus answer read (MiB, after decompression); a larger one is refused while it is read. One
+    series of 11,000 points is about 0.4 MB."""
     prometheus_bearer_token_file: Path | None = None
     """A file holding the bearer token sent to Prometheus (re-read when it changes, e.g. a projected token)."""
     prometheus_basic_auth_user: str | None = None
@@ -175,6 +178,10 @@ class Settings:
             )
         if self.metrics_max_subscriptions < 0:
             raise SettingsError(f"metrics_max_subscriptions: must be >= 0, got {self.metrics_max_subscriptions}")
+        if not 0.01 <= self.prometheus_max_response_mb <= 1024:
+            raise SettingsError(
+                f"prometheus_max_response_mb: must be between 0.01 and 1024 MiB, got {self.prometheus_max_response_mb}"
+            )
         for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -339,6 +346,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"points per range query; longer ranges are chunked [{d.prometheus_max_points}] "
         f"{env('prometheus_max_points')}",
+    )
+    parser.add_argument(
+        "--prometheus-max-response-mb",
+        help=f"largest Prometheus answer read, MiB after decompression; larger ones are refused "
+        f"[{d.prometheus_max_response_mb:g}] {env('prometheus_max_response_mb')}",
     )
     parser.add_argument(
         "--prometheus-bearer-token-file",

@@ -18,6 +18,9 @@ Contract details (see :mod:`scaler_service.sources.base`):
   expression type) raises :class:`QueryError` carrying Prometheus's own message.
 - Redirects are not followed: a trigger may only reach the addresses of the allowlist, and a redirect from
   one of them to anywhere else is answered as a :class:`QueryError` naming the status.
+- Answers are bounded: a body (after decompression) larger than ``max_response_bytes`` is refused while it is
+  read, before it is parsed, with a :class:`QueryError` (a query that broad is the query's problem: one series
+  of 11,000 points is about 0.4 MB). The fetch deadline bounds the time; this bounds the memory.
 - Thread-safe: each thread gets its own PrometheusConnect (and so its own ``requests.Session``).
 """
 
@@ -49,11 +52,48 @@ _STATUS_RE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
 _TRANSIENT_STATUS = frozenset({408, 429})
 
 
-class _NoRedirects(requests.Session):
-    """A session that hands back a 3xx answer as it is instead of following its Location."""
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
+_READ_CHUNK = 64 * 1024
+
+
+class ResponseTooLarge(requests.RequestException):
+    """An answer's body passed the size cap while it was read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer larger than {limit / 2**20:g} MiB")
+        self.limit = limit
+
+
+class _BoundedSession(requests.Session):
+    """A session that hands back a 3xx answer as it is instead of following its Location, and reads a body
+    only up to ``max_bytes`` (decoded), so a huge answer is refused before it is held or parsed."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         return None
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        kwargs["stream"] = True
+        response = super().send(request, **kwargs)
+        try:
+            declared = int(response.headers.get("Content-Length", "0") or 0)
+        except ValueError:
+            declared = 0
+        body = bytearray()
+        try:
+            if declared > self.max_bytes:
+                raise ResponseTooLarge(self.max_bytes)
+            for chunk in response.iter_content(_READ_CHUNK):
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise ResponseTooLarge(self.max_bytes)
+        finally:
+            response.close()
+        response._content = bytes(body)  # the body as read; requests then serves .text/.json() from it
+        return response
 
 
 def _empty() -> Samples:
@@ -105,6 +145,7 @@ class PrometheusSource:
         retries: int = 1,
         headers: Mapping[str, str] | None = None,
         auth: PrometheusAuth | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"Prometheus address {url!r} must be an http:// or https:// URL")
@@ -114,6 +155,9 @@ class PrometheusSource:
             )
         if timeout_s <= 0:
             raise ValueError(f"timeout_s={timeout_s}: must be > 0")
+        if max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes={max_response_bytes}: must be at least 1024")
+        self.max_response_bytes = max_response_bytes
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_points_per_query = max_points_per_query
@@ -138,7 +182,7 @@ class PrometheusSource:
                 allowed_methods=None,
                 raise_on_status=False,
             )
-            session = _NoRedirects()
+            session = _BoundedSession(self.max_response_bytes)
             session.verify = self._auth.verify()
             client = PrometheusConnect(
                 url=self.url,
@@ -207,6 +251,12 @@ class PrometheusSource:
             # (requests' JSONDecodeError is both a ValueError and a RequestException: this comes first)
             raise SourceUnavailable(
                 f"{self.url} did not answer with Prometheus API JSON for {query!r}: {error}"
+            ) from error
+        except ResponseTooLarge as error:
+            raise QueryError(
+                f"Prometheus at {self.url} answered query {query[:80]!r} with more than "
+                f"{self.max_response_bytes / 2**20:g} MiB, which is refused: narrow the query to one series "
+                "(sum(...) or a more specific selector)"
             ) from error
         except (PrometheusApiClientException, requests.RequestException) as error:
             self._raise_for(query, error)

@@ -102,3 +102,12 @@ def test_a_redirect_from_the_allowlisted_prometheus_is_not_followed(start_scaler
         assert "redirect (HTTP 302), which is not followed" in details
         assert allowlisted.requests > 0
         assert elsewhere.requests == 0
+
+
+def test_a_huge_answer_from_the_allowlisted_prometheus_is_refused_not_held(start_scaler: StartScaler) -> None:
+    with fake_prometheus(huge_answer_bytes=30_000_000) as prom:
+        server = start_scaler(None, prometheus_url=prom.url, prometheus_max_response_mb=1.0)
+        code, details = get_metrics(server, "so", {"query": "up", "threshold": "10"})
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "with more than 1 MiB, which is refused" in details
+        assert prom.bytes_sent < 20_000_000

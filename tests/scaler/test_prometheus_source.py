@@ -15,6 +15,7 @@ import pytest
 
 from scaler_service.sources.base import QueryError, SourceUnavailable
 from scaler_service.sources.prometheus import PrometheusSource
+from tests.fakes.prometheus_http import fake_prometheus
 from tests.support.prometheus import (
     NASA_METRIC,
     PrometheusServer,
@@ -224,3 +225,41 @@ def test_bad_settings_are_refused() -> None:
         PrometheusSource("prometheus:9090")
     with pytest.raises(ValueError, match="between 1 and 11000"):
         PrometheusSource("http://127.0.0.1:1", max_points_per_query=20_000)
+
+
+def test_an_answer_over_the_size_cap_is_refused_while_it_is_read() -> None:
+    # 40 MB of distinct series streamed without a length: refused at the 1 MiB cap, long before the end.
+    with fake_prometheus(huge_answer_bytes=40_000_000) as prom:
+        source = PrometheusSource(prom.url, timeout_s=30.0, max_response_bytes=2**20)
+        with pytest.raises(QueryError, match=r"with more than 1 MiB, which is refused: narrow the query"):
+            source.fetch_latest("up", 1_700_000_000.0)
+        source.close()
+        deadline = time.monotonic() + 10
+        while prom.bytes_sent < 2**20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert 2**20 <= prom.bytes_sent < 20_000_000
+
+
+def test_a_small_gzip_that_inflates_past_the_cap_is_refused() -> None:
+    with fake_prometheus(huge_answer_bytes=30_000_000, gzip_answer=True) as prom:
+        source = PrometheusSource(prom.url, timeout_s=30.0, max_response_bytes=2**20)
+        with pytest.raises(QueryError, match="more than 1 MiB"):
+            source.fetch_latest("up", 1_700_000_000.0)
+        source.close()
+    assert prom.bytes_sent < 2_000_000  # what crossed the wire was small: the cap is on the inflated body
+
+
+def test_answers_under_the_cap_are_read_whole() -> None:
+    # The same kind of answer under the cap is parsed, and refused for what it is (several series).
+    with fake_prometheus(huge_answer_bytes=200_000) as prom:
+        source = PrometheusSource(prom.url, timeout_s=30.0, max_response_bytes=2**20)
+        with pytest.raises(QueryError, match=r"returned \d+ series"):
+            source.fetch_latest("up", 1_700_000_000.0)
+        source.close()
+    with fake_prometheus(value=7.0) as prom:
+        source = PrometheusSource(prom.url, timeout_s=30.0, max_response_bytes=1024)
+        latest = source.fetch_latest("up", 1_700_000_000.0)
+        source.close()
+    assert latest is not None and latest[1] == 7.0
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        PrometheusSource("http://127.0.0.1:9", max_response_bytes=10)
