@@ -141,6 +141,7 @@ def gather_inputs(
         source = "bundled example fleet (50 real Bitbrains VMs, see rightsizer/examples/DATA.md)"
         args.metrics = str(_example_path(EXAMPLE_METRICS))
     vms = in_shard(vms, parse_shard(args.shard) if args.shard else None)
+    usable = [vm for vm in vms if vm.problem is None]  # a bad inventory entry is a skipped row, never queried
     wall_clock = time.time()
     if now_arg is not None:
         now, basis = now_arg, "--now"
@@ -154,17 +155,17 @@ def gather_inputs(
             newest = newest_sample(raw, not_after=wall_clock + CLOCK_SKEW_S)
             if newest is not None:
                 now, basis = newest, "the newest sample in the metrics file (--now to change)"
-        usage = usage_from_raw(raw, vms, settings.metrics, now, not_after=wall_clock + CLOCK_SKEW_S)
+        usage = usage_from_raw(raw, usable, settings.metrics, now, not_after=wall_clock + CLOCK_SKEW_S)
     else:
         with progress_bar(
-            len(vms), desc="metrics", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
+            len(usable), desc="metrics", unit="VMs", enabled=wants_progress(machine_output=_machine_output(args))
         ) as bar:
 
             def advance(n: int) -> None:
                 bar.update(n)
 
             usage, metrics_note = live_usage(
-                vms,
+                usable,
                 settings,
                 now,
                 prometheus_factory=prometheus_factory,

@@ -71,6 +71,9 @@ class VmInfo:
     healthy: bool = True
     uses_temp_disk: bool = False
     """The workload keeps data on the temp (resource) disk, so the target size must have one."""
+    problem: str | None = None
+    """What is wrong with this VM's inventory entry: it is a skipped row with this reason, never sized or
+    acted on (one bad entry does not stop the others)."""
 
 
 class Action(StrEnum):

@@ -20,7 +20,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,71 +66,110 @@ def _field(entry: Mapping[str, Any], key: str, where: str, kind: type, default: 
     if value is None:
         return default
     if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise InputError(f"{where}: '{key}' must be a non-negative integer, got {value!r}")
+        raise InputError(f"{where}: '{key}' must be a non-negative integer, got {_short(value)}")
     if kind is bool and not isinstance(value, bool):
-        raise InputError(f"{where}: '{key}' must be true or false, got {value!r}")
+        raise InputError(f"{where}: '{key}' must be true or false, got {_short(value)}")
     if kind is str and not isinstance(value, str):
-        raise InputError(f"{where}: '{key}' must be a string, got {value!r}")
+        raise InputError(f"{where}: '{key}' must be a string, got {_short(value)}")
     return value
 
 
+def _short(value: Any) -> str:
+    """A bad value as quoted in an error: its repr, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_inventory(doc: Any, *, source: str = "inventory") -> list[VmInfo]:
+    """The inventory's VMs in file order. A bad entry (a missing or malformed field, an id listed twice) is kept
+    as a VM with its ``problem``: a skipped row naming the entry, the field and what is accepted; only a file
+    that is not a list of VMs at all is refused whole."""
     entries = doc.get("vms") if isinstance(doc, Mapping) else doc
     if not isinstance(entries, list):
         raise InputError(f"{source}: expected a JSON list of VMs (or an object with a 'vms' list)")
     vms: list[VmInfo] = []
-    seen: set[str] = set()
+    first_index: dict[str, int] = {}
     for i, entry in enumerate(entries):
-        where = f"{source}: VM #{i}"
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{where}: expected an object, got {type(entry).__name__}")
-        for key in _REQUIRED:
-            value = entry.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise InputError(f"{where}: '{key}' is required (a non-empty string), got {value!r}")
-        where = f"{source}: VM #{i} ({entry['name']})"
-        if entry["id"] in seen:
-            raise InputError(f"{where}: duplicate id {entry['id']!r}")
-        seen.add(entry["id"])
-        os = str(entry.get("os", "linux")).lower()
-        if os not in ("linux", "windows"):
-            raise InputError(f"{where}: 'os' must be linux or windows, got {entry.get('os')!r}")
-        priority_text = str(entry.get("priority", "Regular"))
         try:
-            priority = Priority(priority_text.capitalize())
-        except ValueError:
-            raise InputError(f"{where}: 'priority' must be Regular or Spot, got {priority_text!r}") from None
-        tags = entry.get("tags") or {}
-        if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
-            raise InputError(f"{where}: 'tags' must be an object of string values, got {tags!r}")
-        power_text = str(entry.get("power_state", "running")).lower()
-        try:
-            power = PowerState(power_text)
-        except ValueError:
-            accepted = ", ".join(p.value for p in PowerState)
-            raise InputError(f"{where}: 'power_state' {power_text!r} is not one of {accepted}") from None
-        vms.append(
-            VmInfo(
-                id=entry["id"],
-                name=entry["name"],
-                resource_group=entry["resource_group"],
-                size=normalise_size_name(entry["size"]),
-                region=entry["region"].lower(),
-                os=os,
-                priority=priority,
-                tags=dict(tags),
-                group=_field(entry, "group", where, str),
-                zone=_field(entry, "zone", where, str),
-                power_state=power,
-                subscription_id=_field(entry, "subscription_id", where, str),
-                scale_set=_field(entry, "scale_set", where, str),
-                data_disks=_field(entry, "data_disks", where, int, 0),
-                nics=_field(entry, "nics", where, int, 1),
-                healthy=_field(entry, "healthy", where, bool, True),
-                uses_temp_disk=_field(entry, "uses_temp_disk", where, bool, False),
-            )
-        )
+            vm = _parse_vm(entry, f"{source}: VM #{i}")
+        except InputError as problem:
+            vms.append(_unusable(entry, i, source, str(problem)))
+            continue
+        j = first_index.get(vm.id)
+        if j is None:
+            first_index[vm.id] = len(vms)
+            vms.append(vm)
+            continue
+        # Which entry tells the truth about that VM is unknown: neither is sized (the later one gets a row id of
+        # its own so both rows are shown).
+        twice = f"{source}: duplicate id {_short(vm.id)}: listed as VM #{j} and VM #{i}; neither is sized"
+        if vms[first_index[vm.id]].problem is None:
+            vms[first_index[vm.id]] = replace(vms[first_index[vm.id]], problem=twice)
+        vms.append(replace(vm, id=f"{vm.id}#inventory-entry-{i}", problem=twice))
     return vms
+
+
+def _unusable(entry: Any, i: int, source: str, problem: str) -> VmInfo:
+    """A placeholder VM for an entry that cannot be parsed, keeping what can be shown of it."""
+
+    def text(key: str, fallback: str) -> str:
+        value = entry.get(key) if isinstance(entry, Mapping) else None
+        return value.strip()[:200] if isinstance(value, str) and value.strip() else fallback
+
+    return VmInfo(
+        id=text("id", f"{source}#VM-{i}"),
+        name=text("name", f"VM #{i}"),
+        resource_group=text("resource_group", ""),
+        size=text("size", ""),
+        region=text("region", "").lower(),
+        problem=problem,
+    )
+
+
+def _parse_vm(entry: Any, where: str) -> VmInfo:
+    if not isinstance(entry, Mapping):
+        raise InputError(f"{where}: expected an object, got {type(entry).__name__}")
+    for key in _REQUIRED:
+        value = entry.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{where}: '{key}' is required (a non-empty string), got {_short(value)}")
+    where = f"{where} ({entry['name'][:80]})"
+    os = str(entry.get("os", "linux")).lower()
+    if os not in ("linux", "windows"):
+        raise InputError(f"{where}: 'os' must be linux or windows, got {_short(entry.get('os'))}")
+    priority_text = str(entry.get("priority", "Regular"))
+    try:
+        priority = Priority(priority_text.capitalize())
+    except ValueError:
+        raise InputError(f"{where}: 'priority' must be Regular or Spot, got {_short(priority_text)}") from None
+    tags = entry.get("tags") or {}
+    if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise InputError(f"{where}: 'tags' must be an object of string values, got {_short(tags)}")
+    power_text = str(entry.get("power_state", "running")).lower()
+    try:
+        power = PowerState(power_text)
+    except ValueError:
+        accepted = ", ".join(p.value for p in PowerState)
+        raise InputError(f"{where}: 'power_state' {_short(power_text)} is not one of {accepted}") from None
+    return VmInfo(
+        id=entry["id"],
+        name=entry["name"],
+        resource_group=entry["resource_group"],
+        size=normalise_size_name(entry["size"]),
+        region=entry["region"].lower(),
+        os=os,
+        priority=priority,
+        tags=dict(tags),
+        group=_field(entry, "group", where, str),
+        zone=_field(entry, "zone", where, str),
+        power_state=power,
+        subscription_id=_field(entry, "subscription_id", where, str),
+        scale_set=_field(entry, "scale_set", where, str),
+        data_disks=_field(entry, "data_disks", where, int, 0),
+        nics=_field(entry, "nics", where, int, 1),
+        healthy=_field(entry, "healthy", where, bool, True),
+        uses_temp_disk=_field(entry, "uses_temp_disk", where, bool, False),
+    )
 
 
 def load_inventory(path: Path) -> list[VmInfo]:

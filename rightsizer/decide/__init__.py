@@ -85,11 +85,14 @@ def recommend(
 
     ``metrics`` is keyed by VM id (see :mod:`rightsizer.metrics`); ``now`` is epoch seconds.
     """
-    fleet = FleetContext.of(vms)
+    fleet = FleetContext.of([vm for vm in vms if vm.problem is None])
     out: dict[str, Recommendation] = {}
     candidates: list[_Candidate] = []
     sized: list[tuple[VmInfo, VmUsage]] = []
     for vm in vms:
+        if vm.problem is not None:
+            out[vm.id] = _rec(vm, Decision.SKIP, vm.problem, "inventory")
+            continue
         if vm.power_state is not PowerState.RUNNING:
             out[vm.id] = _rec(vm, Decision.SKIP, f"VM is {vm.power_state.value}: nothing to size", "state")
             continue

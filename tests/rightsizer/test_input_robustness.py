@@ -98,6 +98,26 @@ def test_vms_sharing_a_name_are_refused_by_name_and_matched_by_id(tmp_path: Path
     assert all(r["gate"] != "data" for r in recs)
 
 
+def test_a_bad_or_repeated_inventory_entry_is_its_own_skipped_row(tmp_path: Path) -> None:
+    entries = [
+        vm_entry("web-1"),
+        vm_entry("odd", os="beos"),
+        vm_entry("twin"),
+        vm_entry("twin", size="Standard_D8s_v5"),
+        vm_entry("web-2"),
+    ]
+    rows = metric_rows("web-1") + metric_rows("odd") + metric_rows("twin") + metric_rows("web-2")
+    inventory, metrics = write_inputs(tmp_path, entries, rows)
+    recs = run_json(inventory, metrics)["recommendations"]
+    assert [r["vm"] for r in recs] == ["web-1", "odd", "twin", "twin", "web-2"]
+    by_gate = [(r["vm"], r["decision"], r["gate"]) for r in recs]
+    assert by_gate[1] == ("odd", "skip", "inventory") and by_gate[2][1:] == by_gate[3][1:] == ("skip", "inventory")
+    assert "'os' must be linux or windows, got 'beos'" in recs[1]["reason"]
+    assert "duplicate id" in recs[2]["reason"] and "listed as VM #2 and VM #3; neither is sized" in recs[2]["reason"]
+    for good in (recs[0], recs[4]):
+        assert good["gate"] != "inventory" and good["stats"]
+
+
 # -- time ----------------------------------------------------------------------------------------------------
 
 

@@ -67,18 +67,33 @@ def test_inventory_as_of(tmp_path: Path) -> None:
         ({"power_state": "asleep"}, "'power_state' 'asleep' is not one of"),
     ],
 )
-def test_bad_inventory_fields_are_named(change: dict[str, object], message: str) -> None:
-    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        parse_inventory([{**GOOD_VM, **change}], source="inv.json")
+def test_bad_inventory_fields_are_named_on_their_vm_only(change: dict[str, object], message: str) -> None:
+    other = {**GOOD_VM, "id": "other-id", "name": "web-2"}
+    bad, good = parse_inventory([{**GOOD_VM, **change}, other], source="inv.json")
+    assert bad.problem is not None and message in bad.problem and bad.problem.startswith("inv.json: VM #0")
+    assert good.problem is None and good.name == "web-2"
 
 
 def test_inventory_shape_and_duplicates(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="expected a JSON list of VMs"):
         parse_inventory({"machines": []})
-    with pytest.raises(InputError, match="duplicate id"):
-        parse_inventory([GOOD_VM, GOOD_VM])
+    # The same id twice: which entry is right is unknown, so neither is sized; both rows are kept.
+    first, second, third = parse_inventory([GOOD_VM, {**GOOD_VM, "size": "D8s v5"}, {**GOOD_VM, "id": "x"}])
+    assert first.problem is not None and first.problem == second.problem
+    assert "duplicate id" in first.problem and "listed as VM #0 and VM #1" in first.problem
+    assert first.id == GOOD_VM["id"] and second.id != first.id and third.problem is None
     with pytest.raises(FileProblem, match="not valid JSON"):
         load_inventory(write(tmp_path, "bad.json", "[{"))
+
+
+def test_an_unparsable_entry_keeps_what_can_be_shown_and_quotes_a_short_prefix() -> None:
+    huge = "x" * 100_000
+    entries: list[object] = ["not an object", {**GOOD_VM, "id": "a", "os": huge}, {"name": "half"}]
+    not_object, huge_os, half = parse_inventory(entries, source="inv.json")
+    assert not_object.problem == "inv.json: VM #0: expected an object, got str" and not_object.name == "VM #0"
+    assert huge_os.problem is not None and len(huge_os.problem) < 200 and huge_os.id == "a"
+    assert half.name == "half" and half.problem is not None and "'id' is required" in half.problem
+    assert len({vm.id for vm in (not_object, huge_os, half)}) == 3
 
 
 def test_metrics_csv_iso_and_epoch_and_empty_memory(tmp_path: Path) -> None:
