@@ -214,6 +214,12 @@ class EngineCollector(Collector):
             )
             up.add_metric([], 1.0 if store.mode(now) is StoreMode.SHARED else 0.0)
             yield up
+            lost = CounterMetricFamily(
+                "foresight_shared_store_leases_lost",
+                "Claims on a fetch or fit this replica lost before the work finished (the work may be done twice)",
+            )
+            lost.add_metric([], float(store.leases_lost_total))
+            yield lost
         series_count = GaugeMetricFamily("foresight_series", "Distinct series followed")
         series_count.add_metric([], float(len(self._engine)))
         yield from (

@@ -47,6 +47,12 @@ class SeriesStore(Protocol):
     @property
     def shared(self) -> bool: ...
 
+    @property
+    def leases_lost_total(self) -> int:
+        """Claims this replica held that expired before their work finished (another replica may redo the work:
+        a stalled replica, a clock step, a Redis restart); always 0 for a store that is not shared."""
+        ...
+
     def register_series(self, series_id: str, now: float) -> None:
         """Make the series' fetch known to the store (due now unless it is scheduled already)."""
         ...

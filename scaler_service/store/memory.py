@@ -17,6 +17,7 @@ from scaler_service.store.state import SeriesState
 
 class MemoryStore(LocalFits):
     shared = False
+    leases_lost_total = 0
 
     def __init__(self, persist_dir: Path | None = None) -> None:
         self._files = None if persist_dir is None else FileModelStore(persist_dir)

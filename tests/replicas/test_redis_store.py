@@ -124,6 +124,7 @@ def test_a_lost_claim_does_not_overwrite_the_new_holder(stores: Callable[..., Re
     assert not a.publish_state(claim, SeriesState(last_fetch_at=now), next_due_at=now + 100)
     assert b.publish_state(newer, SeriesState(last_fetch_at=now + 1), next_due_at=now + 5)
     assert b.load_states(["s-3"])["s-3"].last_fetch_at == now + 1
+    assert (a.leases_lost_total, b.leases_lost_total) == (1, 0)  # exported as foresight_shared_store_leases_lost
 
 
 def test_model_generation_never_goes_back(stores: Callable[..., RedisStore]) -> None:
