@@ -79,6 +79,20 @@ tests:
 
   - interval: 1m
     input_series:
+      # One replica loses a claim now and then (a Redis restart), the other keeps losing them.
+      - series: 'foresight_shared_store_leases_lost_total{pod="scaler-a"}'
+        values: '0 1 1 1 1 1 1 1 1 1 1'
+      - series: 'foresight_shared_store_leases_lost_total{pod="scaler-b"}'
+        values: '0 1 2 3 4 5 6 7 8 9 10'
+    alert_rule_test:
+      - {eval_time: 2m, alertname: ForesightLeasesLost, exp_alerts: []}
+      - eval_time: 5m
+        alertname: ForesightLeasesLost
+        exp_alerts:
+          - exp_labels: {severity: warning, pod: scaler-b}
+
+  - interval: 1m
+    input_series:
       # The same ScaledObject seen by two replicas: no model yet for 40 minutes on one of them.
       - series: 'foresight_served_reason{namespace="shop",name="api",metric="m",series="s",reason="no-model",pod="a"}'
         values: '1x40'
