@@ -87,17 +87,14 @@ def usage_stats(usage: VmUsage, now: float, settings: Settings) -> UsageStats:
     accuracy = cpu_fc.accuracy
     mem_obs = mem_fc_p95 = None
     mem_error = 0.0
-    q = 1.0 if settings.thresholds.memory_statistic == "max" else 0.95
-    widening = 1.0
-    partial = usage.memory is not None and usage.memory_measured_days is not None
-    if partial:
-        q = 1.0
-    if usage.memory is not None and usage.memory_measured_days is not None:
-        widening = 1.0 + 1.0 / usage.memory_measured_days
+    measured_days = usage.memory_measured_days
+    partial = usage.memory is not None and measured_days is not None
+    q = 1.0 if partial or settings.thresholds.memory_statistic == "max" else 0.95
+    widening = 1.0 + 1.0 / measured_days if partial and measured_days is not None else 1.0
+    if partial and usage.memory is not None:
         mem_obs = _quantile(usage.memory.values, q) * widening
     elif usage.memory is not None:
-        mv = usage.memory.values
-        mem_obs = _quantile(mv, q)
+        mem_obs = _quantile(usage.memory.values, q)
         mem_fc = forecast_p95(f"{usage.vm}/memory", usage.memory, now, settings.forecast)
         mem_fc_p95 = mem_fc.p95
         mem_error = mem_fc.error_points
