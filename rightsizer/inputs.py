@@ -93,19 +93,17 @@ def parse_inventory(doc: Any, *, source: str = "inventory") -> list[VmInfo]:
         try:
             vm = _parse_vm(entry, f"{source}: VM #{i}")
         except InputError as problem:
-            vms.append(_unusable(entry, i, source, str(problem)))
-            continue
-        j = first_index.get(vm.id)
-        if j is None:
-            first_index[vm.id] = len(vms)
+            vm = _unusable(entry, i, source, str(problem))
+        j = first_index.setdefault(vm.id, i)  # every entry adds one VM: entry i is vms[i]
+        if j == i:
             vms.append(vm)
             continue
         # Which entry tells the truth about that VM is unknown: neither is sized (the later one gets a row id of
         # its own so both rows are shown).
         twice = f"{source}: duplicate id {_short(vm.id)}: listed as VM #{j} and VM #{i}; neither is sized"
-        if vms[first_index[vm.id]].problem is None:
-            vms[first_index[vm.id]] = replace(vms[first_index[vm.id]], problem=twice)
-        vms.append(replace(vm, id=f"{vm.id}#inventory-entry-{i}", problem=twice))
+        if vms[j].problem is None:
+            vms[j] = replace(vms[j], problem=twice)
+        vms.append(replace(vm, id=f"{vm.id}#inventory-entry-{i}", problem=vm.problem or twice))
     return vms
 
 

@@ -82,6 +82,10 @@ def test_inventory_shape_and_duplicates(tmp_path: Path) -> None:
     assert first.problem is not None and first.problem == second.problem
     assert "duplicate id" in first.problem and "listed as VM #0 and VM #1" in first.problem
     assert first.id == GOOD_VM["id"] and second.id != first.id and third.problem is None
+    # A bad entry's id still counts: a later entry with it gets a row of its own, never the same id twice.
+    bad, again = parse_inventory([{**GOOD_VM, "os": "beos"}, GOOD_VM])
+    assert bad.problem is not None and "'os'" in bad.problem and again.problem is not None
+    assert "duplicate id" in again.problem and again.id != bad.id
     with pytest.raises(FileProblem, match="not valid JSON"):
         load_inventory(write(tmp_path, "bad.json", "[{"))
 
