@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from azure.core.credentials import AccessToken
 
-from tests.fakes.tls import LoopbackHttps
+from tests.fakes.tls import FakeApiHandler, LoopbackHttps
 
 FAKE_TOKEN = "fake-arm-token"
 
@@ -587,17 +587,7 @@ class FakeArm:
 
 
 def _make_handler(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go out in separate writes: without this, Nagle + delayed ACK add 40 ms a request.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(FakeApiHandler):
         def do_GET(self) -> None:
             self._handle("GET")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import socket
 import threading
 import zlib
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from tests.fakes.arm import FAKE_TOKEN
-from tests.fakes.tls import LoopbackHttps
+from tests.fakes.tls import FakeApiHandler, LoopbackHttps
 
 API_VERSION = "2024-02-01"
 NAMESPACES = {
@@ -191,16 +190,7 @@ def _iso(epoch: float) -> str:
 
 
 def _make_handler(monitor: FakeAzureMonitor) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(FakeApiHandler):
         def do_GET(self) -> None:
             self._error(405, "MethodNotAllowed", "getBatch is POST only", {})
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.tls import LoopbackHttps
+from tests.fakes.tls import FakeApiHandler, LoopbackHttps
 
 
 @dataclass
@@ -53,16 +52,7 @@ class FakeHttpsPrometheus:
 
 
 def _handler(fake: FakeHttpsPrometheus) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(FakeApiHandler):
         def do_GET(self) -> None:
             split = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(split.query).items()}

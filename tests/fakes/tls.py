@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 import tempfile
 import threading
@@ -47,6 +48,20 @@ def self_signed_cert(directory: Path, name: str = "fake") -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
+
+
+class FakeApiHandler(BaseHTTPRequestHandler):
+    """The base of the fakes' request handlers: HTTP/1.1 keep-alive, no request log, and TCP_NODELAY (headers and
+    body go out in separate writes: without it, Nagle and delayed ACK add 40 ms a request)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 def wrap_https(server: ThreadingHTTPServer, cert_path: Path, key_path: Path) -> None:
