@@ -9,14 +9,12 @@ The benchmark measures coordination and serving, which do not depend on what a f
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from forecasting.serving import ServingModel
-from scaler_service.__main__ import configure_logging
+from scaler_service.__main__ import configure_logging, run_until_signalled
 from scaler_service.engine import FitFactory, NoData
 from scaler_service.settings import SettingsError, add_settings_arguments, settings_from_args
 from scaler_service.sources.base import DataSource
@@ -59,18 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     from scaler_service.server import ScalerServer
 
-    server = ScalerServer(settings, fit_factory=cheap_fit_factory())
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    while not received:
-        time.sleep(0.2)
-    server.stop()
+    run_until_signalled(ScalerServer(settings, fit_factory=cheap_fit_factory()))
     return 0
 
 

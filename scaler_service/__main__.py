@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -21,6 +21,9 @@ from forecasting.log_setup import route_stdlib_logging
 from scaler_service.exit_codes import ExitCode, for_rpc_status
 from scaler_service.settings import SettingsError, add_settings_arguments, settings_from_args
 from scaler_service.version import package_version
+
+if TYPE_CHECKING:
+    from scaler_service.server import ScalerServer
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -138,7 +141,12 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     from scaler_service.server import ScalerServer, opt_out_from_cluster
 
-    server = ScalerServer(settings, opt_out=opt_out_from_cluster(settings))
+    run_until_signalled(ScalerServer(settings, opt_out=opt_out_from_cluster(settings)))
+    return 0
+
+
+def run_until_signalled(server: ScalerServer) -> None:
+    """Start ``server``, wait in the main thread for SIGTERM or SIGINT, then stop it (within its grace period)."""
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -153,7 +161,6 @@ def _serve(args: argparse.Namespace) -> int:
         time.sleep(0.2)
     structlog.get_logger("scaler_service").info("signal received: shutting down", signal=received[0])
     server.stop()
-    return 0
 
 
 def _query(args: argparse.Namespace) -> int:
