@@ -403,14 +403,18 @@ class NoiseModel:
 
 
 def fit_noise(result: BacktestResult, lead_index: int = 0, bins: int = 10) -> NoiseModel | None:
-    """sigma(mu) from the backtest's errors at one lead: mean |e| by forecast-level bin, then a log-log line.
+    """sigma(mu) from the backtest's errors at one lead (see :func:`noise_from_errors`)."""
+    if result.predictions.size == 0:
+        return None
+    return noise_from_errors(result.predictions[:, lead_index], result.abs_errors[:, lead_index], bins)
+
+
+def noise_from_errors(mu: FloatArray, err: FloatArray, bins: int = 10) -> NoiseModel | None:
+    """sigma(mu) from forecasts ``mu`` and their absolute errors: mean |e| by forecast-level bin, then a log-log
+    line.
 
     Mean |e| of a normal error is sigma * sqrt(2 / pi). None when there are too few usable points.
     """
-    if result.predictions.size == 0:
-        return None
-    mu = result.predictions[:, lead_index]
-    err = result.abs_errors[:, lead_index]
     ok = np.isfinite(mu) & np.isfinite(err) & (mu > 0)
     if ok.sum() < 4 * bins:
         return None

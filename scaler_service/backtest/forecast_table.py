@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +21,21 @@ from scaler_service.backtest.strategies import (
     reactive_metric,
 )
 from scaler_service.backtest.trace import DemandTrace, FloatArray
+
+
+class MetricTable(Protocol):
+    """What the tuning search reads: the observed metric at each poll (reactive's) and the predictive metric
+    under any (predictHorizon, predictQuantile, minConfidence). :class:`ForecastTable` is the service's;
+    the ceiling benchmark (``loadtests.tune_ceiling``) gives hindsight ones to measure what a better forecast
+    could buy."""
+
+    observed: FloatArray
+    seconds: float
+
+    def metric(self, lead_s: float, quantile: float, min_confidence: float) -> FloatArray: ...
+
+    @property
+    def passes(self) -> int: ...
 
 
 class ForecastTable:
@@ -93,4 +109,4 @@ class ForecastTable:
         return len(self._values)
 
 
-__all__ = ["ForecastTable"]
+__all__ = ["ForecastTable", "MetricTable"]

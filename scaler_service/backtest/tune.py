@@ -43,7 +43,7 @@ import numpy as np
 
 from forecasting.series import DAY_S, format_duration, format_instant
 from scaler_service.backtest.fastsim import simulate_fast
-from scaler_service.backtest.forecast_table import ForecastTable
+from scaler_service.backtest.forecast_table import MetricTable
 from scaler_service.backtest.hpa import TICK_S, HpaSettings
 from scaler_service.backtest.metrics import StrategyMetrics, evaluate
 from scaler_service.backtest.strategies import PredictiveSettings
@@ -232,7 +232,7 @@ def tune(
     trace: DemandTrace,
     hpa: HpaSettings,
     predictive: PredictiveSettings,
-    table: ForecastTable,
+    table: MetricTable,
     split: TuneSplit,
     service: ServiceLevel,
     *,

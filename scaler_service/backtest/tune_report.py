@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.series import format_duration, format_instant
-from scaler_service.backtest.forecast_table import ForecastTable
+from scaler_service.backtest.forecast_table import ForecastTable, MetricTable
 from scaler_service.backtest.hpa import TICK_S, HpaSettings, Simulation, simulate
 from scaler_service.backtest.metrics import StrategyMetrics, evaluate
 from scaler_service.backtest.scaledobject import ObjectSettings, scaled_object, to_yaml
@@ -65,7 +65,7 @@ class TuneReport:
 
 
 def evaluate_holdout(
-    trace: DemandTrace, hpa: HpaSettings, search: TuneSearch, table: ForecastTable
+    trace: DemandTrace, hpa: HpaSettings, search: TuneSearch, table: MetricTable
 ) -> tuple[dict[str, HoldoutOutcome], np.ndarray]:
     split = search.split
     n_ticks = split.n_ticks
