@@ -64,6 +64,10 @@ class Gates:
 
 
 METRICS_SOURCES = ("azure-monitor", "prometheus")
+MIN_PROMETHEUS_RESPONSE_MB = 0.01
+MAX_PROMETHEUS_RESPONSE_MB = 1024.0
+"""Bounds of ``metrics.prometheus_max_response_mb``; the upper one is half the CronJob's 2 GiB memory limit, since
+a parsed answer takes several times its size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,10 @@ class MetricsSettings:
     instance_label_tag: str = "prometheus-instance"
     """VM tag naming its Prometheus instance label when it differs from the VM name."""
     timeout_s: float = 30.0
+    prometheus_max_response_mb: float = 16.0
+    """An answer larger than this many MiB (after decompression) is refused while it is read, and that VM is
+    skipped: an answer holds at most 10,000 points of one VM's series, under 1 MiB, so a bigger one is a query
+    that selects too much (or a Prometheus that misbehaves), not data to hold in memory."""
 
 
 AZURE_MONITOR_GRAINS_S = (60.0, 300.0, 900.0, 1800.0, 3600.0, 21600.0, 43200.0, 86400.0)
@@ -291,6 +299,11 @@ def validate(settings: Settings) -> None:
         raise SettingsError(f"metrics.min_completeness: {m.min_completeness} is outside (0, 1]")
     if not 0 < m.partial_memory_min_days <= 366:
         raise SettingsError(f"metrics.partial_memory_min_days: {m.partial_memory_min_days} is outside (0, 366] days")
+    if not MIN_PROMETHEUS_RESPONSE_MB <= m.prometheus_max_response_mb <= MAX_PROMETHEUS_RESPONSE_MB:
+        raise SettingsError(
+            f"metrics.prometheus_max_response_mb: {m.prometheus_max_response_mb:g} is outside "
+            f"[{MIN_PROMETHEUS_RESPONSE_MB:g}, {MAX_PROMETHEUS_RESPONSE_MB:g}] MiB"
+        )
     if m.prometheus_basic_auth_password_file and not m.prometheus_basic_auth_user:
         raise SettingsError("metrics.prometheus_basic_auth_password_file needs metrics.prometheus_basic_auth_user")
     if m.prometheus_bearer_token_file and m.prometheus_basic_auth_user:

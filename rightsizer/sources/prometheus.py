@@ -4,6 +4,8 @@ TLS is verified (the system's CAs, or ``metrics.prometheus_ca_bundle``); authent
 deployments require: a bearer token file (``metrics.prometheus_bearer_token_file``, e.g. a mounted
 ServiceAccount token in front of an OAuth proxy) or basic auth (``metrics.prometheus_basic_auth_user`` with
 ``metrics.prometheus_basic_auth_password_file``). Secrets are read from files, never from the settings file.
+Answers are bounded: a body larger than ``metrics.prometheus_max_response_mb`` (after decompression) is refused
+while it is read, before it is parsed, and that VM is skipped with the reason; redirects are not followed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rightsizer.domain import VmInfo
 from rightsizer.inputs import FloatArray
 from rightsizer.metrics import NoUsage, Usage, apply_memory_policy, usage_from_samples
 from rightsizer.settings import DAY_S, MetricsSettings, SettingsError
+from rightsizer.sources.bounded_http import BoundedSession, ResponseTooLarge
 
 
 class PrometheusUnreachable(RuntimeError):
@@ -51,13 +54,13 @@ def prometheus_client(settings: MetricsSettings) -> Any:
     """A ``PrometheusConnect`` for ``settings.prometheus_url`` with TLS verified and the configured credentials.
 
     Transient HTTP answers (429, 5xx) are retried twice with a short backoff; connection and TLS errors are not
-    (a certificate that does not verify will not verify on the next try)."""
+    (a certificate that does not verify will not verify on the next try), nor are answers over the size cap."""
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
     if not settings.prometheus_url:
         raise SettingsError("metrics.source is prometheus but metrics.prometheus_url is not set")
-    session = requests.Session()
+    session = BoundedSession(int(settings.prometheus_max_response_mb * 2**20))
     session.verify = settings.prometheus_ca_bundle or True
     if settings.prometheus_ca_bundle and not Path(settings.prometheus_ca_bundle).is_file():
         raise SettingsError(f"metrics.prometheus_ca_bundle: {settings.prometheus_ca_bundle} is not a readable file")
@@ -139,10 +142,17 @@ def usage_from_prometheus(
     answered = False
     for vm in vms:
         instance = _instance_of(vm, settings)
+        cpu_query, memory_query = settings.cpu_query.format(vm=instance), settings.memory_query.format(vm=instance)
+        query = cpu_query
         try:
-            ts, cpu = _query_samples(client, settings.cpu_query.format(vm=instance), start, end, settings.step_s)
-            mts, mem = _query_samples(client, settings.memory_query.format(vm=instance), start, end, settings.step_s)
+            ts, cpu = _query_samples(client, cpu_query, start, end, settings.step_s)
+            query = memory_query
+            mts, mem = _query_samples(client, memory_query, start, end, settings.step_s)
             answered = True
+        except ResponseTooLarge as exc:  # Prometheus answered; asking again gets the same answer
+            answered = True
+            out[vm.id] = NoUsage(vm.id, _too_large_reason(query, exc))
+            continue
         except requests.exceptions.ConnectionError as exc:  # includes SSLError: the server is not reachable as is
             if not answered:
                 raise PrometheusUnreachable(f"Prometheus {settings.prometheus_url} unreachable: {exc}") from None
@@ -162,6 +172,14 @@ def usage_from_prometheus(
         usage = usage_from_samples(vm.id, ts, cpu, memory, settings, now)
         out[vm.id] = apply_memory_policy(usage, allow_cpu_only=settings.size_without_memory)
     return out
+
+
+def _too_large_reason(query: str, exc: ResponseTooLarge) -> str:
+    return (
+        f"metrics query failed: Prometheus answered {query[:80]!r} with more than {exc.limit_bytes / 2**20:g} MiB "
+        "(metrics.prometheus_max_response_mb), which is refused: narrow the query to this VM's one series "
+        "(a more specific label selector, or sum(...))"
+    )
 
 
 def _align(ts: FloatArray, other_ts: FloatArray, other_values: FloatArray) -> FloatArray:

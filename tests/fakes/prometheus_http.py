@@ -1,6 +1,6 @@
 """A tiny Prometheus HTTP API of our own (instant and range queries of one constant series), for tests that
 need a server behaving in ways a real Prometheus does not: redirecting, counting what it is asked for,
-answering an instant query with a huge body (streamed without a length, or a small gzip that inflates)."""
+answering a query with a huge body (streamed without a length, or a small gzip that inflates)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,20 @@ class FakePrometheus:
         redirect_to: str | None = None,
         huge_answer_bytes: int = 0,
         gzip_answer: bool = False,
+        range_value: float | None = None,
+        huge_range_query: str | None = None,
     ) -> None:
         self.value = value
         self.redirect_to = redirect_to
         self.huge_answer_bytes = huge_answer_bytes
-        """> 0: an instant query is answered with a vector of that many bytes of distinct series."""
+        """> 0: an instant query (and a range query naming ``huge_range_query``) is answered with that many bytes
+        of distinct series."""
         self.gzip_answer = gzip_answer
         """With ``huge_answer_bytes``: sent gzip-compressed with its (small) length, instead of streamed."""
+        self.range_value = range_value
+        """Set: a range query is answered with one series of this value, one point per step (unset: no data)."""
+        self.huge_range_query = huge_range_query
+        """With ``huge_answer_bytes``: a range query whose text contains this is answered with the huge body."""
         self.bytes_sent = 0
         self.requests = 0
         self.points_requested = 0
@@ -51,19 +58,27 @@ class FakePrometheus:
                     return
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if url.path == "/api/v1/query" and fake.huge_answer_bytes > 0:
-                    self._huge_answer()
+                    self._huge_answer(matrix=False)
+                    return
+                huge_range = fake.huge_range_query if fake.huge_answer_bytes > 0 else None
+                if url.path == "/api/v1/query_range" and huge_range is not None and huge_range in q["query"]:
+                    self._huge_answer(matrix=True)
                     return
                 if url.path == "/api/v1/query":
                     now = float(q.get("time", time.time()))
                     result = [{"metric": {}, "value": [now, str(fake.value)]}]
                     body = {"status": "success", "data": {"resultType": "vector", "result": result}}
                 elif url.path == "/api/v1/query_range":
-                    start, end, step = float(q["start"]), float(q["end"]), float(q["step"])
+                    start, end, step = float(q["start"]), float(q["end"]), float(q["step"].rstrip("s"))
                     n = math.floor((end - start) / step) + 1
                     fake.range_queries += 1
                     fake.points_requested += n
-                    # Counted, answered with no data: the figures are about what a fit asks for.
-                    body = {"status": "success", "data": {"resultType": "matrix", "result": []}}
+                    # Counted, answered with no data unless asked: the figures are about what a fit asks for.
+                    series = []
+                    if fake.range_value is not None:
+                        values = [[start + i * step, str(fake.range_value)] for i in range(n)]
+                        series = [{"metric": {}, "values": values}]
+                    body = {"status": "success", "data": {"resultType": "matrix", "result": series}}
                 else:
                     self.send_error(404)
                     return
@@ -74,14 +89,16 @@ class FakePrometheus:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _huge_answer(self) -> None:
-                head = b'{"status":"success","data":{"resultType":"vector","result":['
-                series = b'{"metric":{"pod":"pod-%09d"},"value":[1,"1"]},'
+            def _huge_answer(self, *, matrix: bool) -> None:
+                kind, point = (b"matrix", b'"values":[[1,"1"]]') if matrix else (b"vector", b'"value":[1,"1"]')
+                head = b'{"status":"success","data":{"resultType":"%s","result":[' % kind
+                series = b'{"metric":{"pod":"pod-%%09d"},%s},' % point
+                last = b'{"metric":{},%s}]}}' % point
                 count = max(1, (fake.huge_answer_bytes - len(head)) // len(series % 0))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 if fake.gzip_answer:
-                    body = head + b"".join(series % i for i in range(count)) + b'{"metric":{},"value":[1,"1"]}]}}'
+                    body = head + b"".join(series % i for i in range(count)) + last
                     packed = gzip.compress(body, compresslevel=9)
                     self.send_header("Content-Encoding", "gzip")
                     self.send_header("Content-Length", str(len(packed)))
@@ -97,7 +114,7 @@ class FakePrometheus:
                         chunk = b"".join(series % i for i in range(first, min(count, first + batch)))
                         self.wfile.write(chunk)
                         fake.bytes_sent += len(chunk)
-                    self.wfile.write(b'{"metric":{},"value":[1,"1"]}]}}')
+                    self.wfile.write(last)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped reading
 
