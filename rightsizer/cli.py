@@ -280,7 +280,8 @@ def _run_recommend(args: argparse.Namespace, out: TextIO, metrics: RunMetrics, *
         raise UsageError(
             "--apply acts on Azure VMs: configure azure.subscriptions (offline inventories are dry-run only)"
         )
-    regions = {vm.region for vm in inputs.vms} or {"westeurope"}
+    # A bad inventory entry's region is not trusted (it would be queried for prices).
+    regions = {vm.region for vm in inputs.vms if vm.problem is None} or {"westeurope"}
     cache_dir = Path(settings.prices.cache_dir) if settings.prices.cache_dir else None
     price_load = load_prices(
         refresh=settings.prices.refresh,

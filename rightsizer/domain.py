@@ -42,8 +42,10 @@ class PowerState(StrEnum):
     DEALLOCATED = "deallocated"
     STOPPED = "stopped"
     STARTING = "starting"
+    STOPPING = "stopping"
     DEALLOCATING = "deallocating"
     UNKNOWN = "unknown"
+    """Azure reports it as ``PowerState/unknown``; also a VM listed without its instance view."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from rightsizer.domain import PowerState, Priority, VmInfo
 from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem, load_json, quote_prefix, read_bytes
+from rightsizer.inventory import flag_duplicate_ids, quote_value
 from rightsizer.prices import normalise_size_name
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,18 +67,12 @@ def _field(entry: Mapping[str, Any], key: str, where: str, kind: type, default: 
     if value is None:
         return default
     if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise InputError(f"{where}: '{key}' must be a non-negative integer, got {_short(value)}")
+        raise InputError(f"{where}: '{key}' must be a non-negative integer, got {quote_value(value)}")
     if kind is bool and not isinstance(value, bool):
-        raise InputError(f"{where}: '{key}' must be true or false, got {_short(value)}")
+        raise InputError(f"{where}: '{key}' must be true or false, got {quote_value(value)}")
     if kind is str and not isinstance(value, str):
-        raise InputError(f"{where}: '{key}' must be a string, got {_short(value)}")
+        raise InputError(f"{where}: '{key}' must be a string, got {quote_value(value)}")
     return value
-
-
-def _short(value: Any) -> str:
-    """A bad value as quoted in an error: its repr, at most 40 characters."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_inventory(doc: Any, *, source: str = "inventory") -> list[VmInfo]:
@@ -88,23 +83,12 @@ def parse_inventory(doc: Any, *, source: str = "inventory") -> list[VmInfo]:
     if not isinstance(entries, list):
         raise InputError(f"{source}: expected a JSON list of VMs (or an object with a 'vms' list)")
     vms: list[VmInfo] = []
-    first_index: dict[str, int] = {}
     for i, entry in enumerate(entries):
         try:
-            vm = _parse_vm(entry, f"{source}: VM #{i}")
+            vms.append(_parse_vm(entry, f"{source}: VM #{i}"))
         except InputError as problem:
-            vm = _unusable(entry, i, source, str(problem))
-        j = first_index.setdefault(vm.id, i)  # every entry adds one VM: entry i is vms[i]
-        if j == i:
-            vms.append(vm)
-            continue
-        # Which entry tells the truth about that VM is unknown: neither is sized (the later one gets a row id of
-        # its own so both rows are shown).
-        twice = f"{source}: duplicate id {_short(vm.id)}: listed as VM #{j} and VM #{i}; neither is sized"
-        if vms[j].problem is None:
-            vms[j] = replace(vms[j], problem=twice)
-        vms.append(replace(vm, id=f"{vm.id}#inventory-entry-{i}", problem=vm.problem or twice))
-    return vms
+            vms.append(_unusable(entry, i, source, str(problem)))
+    return flag_duplicate_ids(vms, source=source)
 
 
 def _unusable(entry: Any, i: int, source: str, problem: str) -> VmInfo:
@@ -130,25 +114,25 @@ def _parse_vm(entry: Any, where: str) -> VmInfo:
     for key in _REQUIRED:
         value = entry.get(key)
         if not isinstance(value, str) or not value.strip():
-            raise InputError(f"{where}: '{key}' is required (a non-empty string), got {_short(value)}")
+            raise InputError(f"{where}: '{key}' is required (a non-empty string), got {quote_value(value)}")
     where = f"{where} ({entry['name'][:80]})"
     os = str(entry.get("os", "linux")).lower()
     if os not in ("linux", "windows"):
-        raise InputError(f"{where}: 'os' must be linux or windows, got {_short(entry.get('os'))}")
+        raise InputError(f"{where}: 'os' must be linux or windows, got {quote_value(entry.get('os'))}")
     priority_text = str(entry.get("priority", "Regular"))
     try:
         priority = Priority(priority_text.capitalize())
     except ValueError:
-        raise InputError(f"{where}: 'priority' must be Regular or Spot, got {_short(priority_text)}") from None
+        raise InputError(f"{where}: 'priority' must be Regular or Spot, got {quote_value(priority_text)}") from None
     tags = entry.get("tags") or {}
     if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
-        raise InputError(f"{where}: 'tags' must be an object of string values, got {_short(tags)}")
+        raise InputError(f"{where}: 'tags' must be an object of string values, got {quote_value(tags)}")
     power_text = str(entry.get("power_state", "running")).lower()
     try:
         power = PowerState(power_text)
     except ValueError:
         accepted = ", ".join(p.value for p in PowerState)
-        raise InputError(f"{where}: 'power_state' {_short(power_text)} is not one of {accepted}") from None
+        raise InputError(f"{where}: 'power_state' {quote_value(power_text)} is not one of {accepted}") from None
     return VmInfo(
         id=entry["id"],
         name=entry["name"],

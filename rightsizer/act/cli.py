@@ -311,7 +311,10 @@ def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = No
     subscriptions, groups = _subscriptions(settings)
     gateway = _gateway(compute)
     vms = [vm for subscription in subscriptions for vm in gateway.list_vms(subscription, groups)]
-    pending = unfinished(vms)
+    for vm in vms:
+        if vm.problem is not None:  # its tags are not trusted, so an unfinished change on it cannot be seen
+            out.write(f"{vm.name}: not checked: {vm.problem}\n")
+    pending = unfinished([vm for vm in vms if vm.problem is None])
     if not args.apply:
         for vm in pending:
             out.write(

@@ -1,7 +1,8 @@
 """A thin gateway over ``azure-mgmt-compute``: the only module that talks to Azure Resource Manager.
 
-It turns SDK objects into the rightsizer's plain values (:class:`~rightsizer.domain.VmInfo`,
-:class:`ScaleSetInfo`) and SDK exceptions into :mod:`rightsizer.azure.errors`, retrying transient failures itself
+It hands the JSON of what it lists to :mod:`rightsizer.azure.arm_json`, which reads it into the rightsizer's plain
+values (:class:`~rightsizer.domain.VmInfo`, :class:`ScaleSetInfo`), and turns SDK exceptions into
+:mod:`rightsizer.azure.errors`, retrying transient failures itself
 (the SDK's own retries are switched off so that there is one retry policy, :mod:`rightsizer.azure.retry`, shared
 with the metrics source; its sleeps go through an injectable ``sleep``).
 
@@ -11,11 +12,9 @@ Production: ``ComputeGateway(DefaultAzureCredential())`` (workload identity in A
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -31,187 +30,27 @@ from azure.mgmt.compute.models import (
     VirtualMachineUpdate,
 )
 
+from rightsizer.azure.arm_json import (
+    EntryProblem,
+    instance_from_arm,
+    scale_set_from_arm,
+    sku_from_arm,
+    unusable_vm,
+    vm_from_arm,
+)
+from rightsizer.azure.errors import PermanentAzureError
+from rightsizer.azure.listing import got_json, listed_json
+from rightsizer.azure.resources import ScaleSetInfo, ScaleSetRef, SkuInfo, VmRef
 from rightsizer.azure.retry import RetrySettings, call_with_retries, classify
-from rightsizer.domain import PowerState, Priority, VmInfo
+from rightsizer.domain import VmInfo
+from rightsizer.inventory import flag_duplicate_ids
 
 T = TypeVar("T")
 
+UNUSABLE_RESPONSE = "UnusableResponse"
+"""Code of the :class:`PermanentAzureError` raised when one resource read by name has JSON that cannot be used."""
+
 __all__ = ["ComputeGateway", "RetrySettings", "ScaleSetInfo", "ScaleSetRef", "SkuInfo", "VmRef", "classify"]
-
-_VM_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
-    r"(?:virtualMachineScaleSets/(?P<ss>[^/]+)/virtualMachines/(?P<instance>[^/]+)|virtualMachines/(?P<vm>[^/]+))$",
-    re.IGNORECASE,
-)
-_SCALE_SET_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
-    r"virtualMachineScaleSets/(?P<ss>[^/]+)$",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class VmRef:
-    """Where a VM lives. ``scale_set``/``instance_id`` are set for a uniform scale set's instance."""
-
-    subscription_id: str
-    resource_group: str
-    name: str
-    scale_set: str | None = None
-    instance_id: str | None = None
-
-    @classmethod
-    def parse(cls, arm_id: str) -> VmRef:
-        match = _VM_ID.match(arm_id)
-        if match is None:
-            raise ValueError(
-                f"not a VM resource id: {arm_id!r}; expected /subscriptions/<sub>/resourceGroups/<rg>/providers/"
-                "Microsoft.Compute/virtualMachines/<name> (or .../virtualMachineScaleSets/<ss>/virtualMachines/<id>)"
-            )
-        if match["vm"]:
-            return cls(match["sub"], match["rg"], match["vm"])
-        return cls(match["sub"], match["rg"], match["instance"], match["ss"], match["instance"])
-
-    @classmethod
-    def of(cls, vm: VmInfo) -> VmRef:
-        return cls.parse(vm.id)
-
-    @property
-    def arm_id(self) -> str:
-        base = f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/Microsoft.Compute"
-        if self.scale_set is not None:
-            return f"{base}/virtualMachineScaleSets/{self.scale_set}/virtualMachines/{self.instance_id}"
-        return f"{base}/virtualMachines/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleSetRef:
-    subscription_id: str
-    resource_group: str
-    name: str
-
-    @classmethod
-    def parse(cls, arm_id: str) -> ScaleSetRef:
-        match = _SCALE_SET_ID.match(arm_id)
-        if match is None:
-            raise ValueError(
-                f"not a scale set resource id: {arm_id!r}; expected /subscriptions/<sub>/resourceGroups/<rg>/"
-                "providers/Microsoft.Compute/virtualMachineScaleSets/<name>"
-            )
-        return cls(match["sub"], match["rg"], match["ss"])
-
-    @property
-    def arm_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleSetInfo:
-    id: str
-    name: str
-    resource_group: str
-    subscription_id: str
-    size: str
-    region: str
-    capacity: int
-    priority: Priority
-    """Priority of the scale set's VM profile (Spot for a Spot/regular mix)."""
-    base_regular_count: int | None = None
-    regular_percentage_above_base: int | None = None
-    zones: tuple[str, ...] = ()
-    tags: Mapping[str, str] = field(default_factory=dict)
-    orchestration_mode: str = "Flexible"
-
-    @property
-    def ref(self) -> ScaleSetRef:
-        return ScaleSetRef(self.subscription_id, self.resource_group, self.name)
-
-
-@dataclass(frozen=True, slots=True)
-class SkuInfo:
-    name: str
-    region: str
-    capabilities: Mapping[str, str]
-    zones: tuple[str, ...] = ()
-    restricted: bool = False
-
-
-def _power_state(statuses: Iterable[Any] | None) -> PowerState:
-    for status in statuses or ():
-        code = str(getattr(status, "code", "") or "")
-        if code.lower().startswith("powerstate/"):
-            value = code.split("/", 1)[1].lower()
-            try:
-                return PowerState(value)
-            except ValueError:
-                return PowerState.UNKNOWN
-    return PowerState.UNKNOWN
-
-
-def _text(value: Any) -> str:
-    """SDK fields may come back as str-enums (``str()`` of those is ``Class.MEMBER``): take their value."""
-    return str(getattr(value, "value", value))
-
-
-def _priority(value: Any) -> Priority:
-    return Priority.SPOT if _text(value or "Regular").lower() in ("spot", "low") else Priority.REGULAR
-
-
-def _last_segment(arm_id: str | None) -> str | None:
-    return arm_id.rstrip("/").rsplit("/", 1)[-1] if arm_id else None
-
-
-def vm_info_from_sdk(vm: Any) -> VmInfo:
-    """A ``VirtualMachine`` from the SDK as a :class:`VmInfo` (power state needs the instance view)."""
-    ref = VmRef.parse(vm.id)
-    storage = vm.storage_profile
-    os_type = getattr(getattr(storage, "os_disk", None), "os_type", None)
-    os_name = _text(os_type or "linux").lower()
-    scale_set = _last_segment(getattr(vm.virtual_machine_scale_set, "id", None))
-    availability_set = _last_segment(getattr(vm.availability_set, "id", None))
-    instance_view = vm.instance_view
-    return VmInfo(
-        id=vm.id,
-        name=vm.name,
-        resource_group=ref.resource_group,
-        size=_text(vm.hardware_profile.vm_size),
-        region=vm.location,
-        os="windows" if os_name == "windows" else "linux",
-        priority=_priority(vm.priority),
-        tags=dict(vm.tags or {}),
-        group=scale_set or availability_set,
-        zone=vm.zones[0] if vm.zones else None,
-        power_state=_power_state(getattr(instance_view, "statuses", None)),
-        subscription_id=ref.subscription_id,
-        scale_set=scale_set,
-        data_disks=len(getattr(storage, "data_disks", None) or []),
-        nics=len(getattr(vm.network_profile, "network_interfaces", None) or []) or 1,
-    )
-
-
-def _scale_set_info(scale_set: Any) -> ScaleSetInfo:
-    ref = ScaleSetRef.parse(scale_set.id)
-    mix = scale_set.priority_mix_policy
-    profile = scale_set.virtual_machine_profile
-    mode = scale_set.orchestration_mode
-    return ScaleSetInfo(
-        id=scale_set.id,
-        name=scale_set.name,
-        resource_group=ref.resource_group,
-        subscription_id=ref.subscription_id,
-        size=_text(scale_set.sku.name),
-        region=scale_set.location,
-        capacity=int(scale_set.sku.capacity or 0),
-        priority=_priority(getattr(profile, "priority", None)),
-        base_regular_count=None if mix is None else mix.base_regular_priority_count,
-        regular_percentage_above_base=None if mix is None else mix.regular_priority_percentage_above_base,
-        zones=tuple(scale_set.zones or ()),
-        tags=dict(scale_set.tags or {}),
-        orchestration_mode=_text(mode or "Uniform"),
-    )
 
 
 class ComputeGateway:
@@ -264,22 +103,34 @@ class ComputeGateway:
 
     def list_vms(self, subscription_id: str, resource_groups: Sequence[str] | None = None) -> list[VmInfo]:
         """Every VM (with power state) in the resource groups, or the whole subscription when none are given,
-        plus the instances of uniform scale sets (flexible ones are listed as VMs already)."""
-        vms = self._list_plain_vms(subscription_id, resource_groups)
-        for scale_set in self.list_scale_sets(subscription_id, resource_groups):
-            if scale_set.orchestration_mode.lower() == "uniform":
-                vms.extend(self._uniform_instances(scale_set))
-        return vms
+        plus the instances of uniform scale sets (flexible ones are listed as VMs already).
 
-    def _list_plain_vms(self, subscription_id: str, resource_groups: Sequence[str] | None) -> list[VmInfo]:
+        As for an inventory file, a VM whose JSON cannot be used (a field missing or not what ARM documents) is a
+        placeholder with its ``problem`` (a skipped row, gate ``inventory``), and an id listed twice makes both
+        rows problems; a scale set that cannot be read is such a row too. A failure of the listing itself
+        (authentication, throttling, paging) raises."""
+        source = f"Azure subscription {subscription_id}"
+        raw = self._list_raw_vms(subscription_id, resource_groups)
+        vms = [vm_from_arm(doc, source=source, i=i) for i, doc in enumerate(raw)]
+        for k, doc in enumerate(self._list_raw_scale_sets(subscription_id, resource_groups)):
+            try:
+                scale_set = scale_set_from_arm(doc, source=source, i=k)
+            except EntryProblem as problem:
+                unread = f"{problem}; if it is a uniform scale set, its instances are not listed"
+                vms.append(unusable_vm(doc, unread, fallback_id=f"{source}#scale-set-{k}"))
+                continue
+            if scale_set.orchestration_mode.lower() == "uniform":
+                vms.extend(self._uniform_instances(scale_set, source=source, first=len(vms)))
+        return flag_duplicate_ids(vms, source=source)
+
+    def _list_raw_vms(self, subscription_id: str, resource_groups: Sequence[str] | None) -> list[Any]:
         client = self.client(subscription_id)
-        raw = self._list_by_group(
+        return self._list_by_group(
             "virtual_machines",
             resource_groups,
             partial(_list_in_group, client.virtual_machines),
-            lambda: list(client.virtual_machines.list_all(expand="instanceView")),
+            lambda: listed_json(partial(client.virtual_machines.list_all, expand="instanceView")),
         )
-        return [vm_info_from_sdk(vm) for vm in raw]
 
     def _list_by_group(
         self,
@@ -288,57 +139,44 @@ class ComputeGateway:
         in_group: Callable[[str], list[Any]],
         in_subscription: Callable[[], list[Any]],
     ) -> list[Any]:
-        """``collection`` listed per resource group, or across the subscription when no group is given."""
+        """``collection`` listed per resource group, or across the subscription when no group is given. A group
+        named twice (ARM names ignore case) is listed once: its VMs are not duplicates."""
         if not resource_groups:
             return self._call(f"{collection}.list_all", in_subscription)
         raw: list[Any] = []
-        for group in resource_groups:
+        for group in {group.lower(): group for group in resource_groups}.values():
             raw.extend(self._call(f"{collection}.list", partial(in_group, group), resource_group=group))
         return raw
 
-    def _uniform_instances(self, scale_set: ScaleSetInfo) -> list[VmInfo]:
+    def _uniform_instances(self, scale_set: ScaleSetInfo, *, source: str, first: int = 0) -> list[VmInfo]:
         client = self.client(scale_set.subscription_id)
         instances = self._call(
             "virtual_machine_scale_set_vms.list",
-            lambda: list(
-                client.virtual_machine_scale_set_vms.list(
-                    scale_set.resource_group, scale_set.name, expand="instanceView"
+            lambda: listed_json(
+                partial(
+                    client.virtual_machine_scale_set_vms.list,
+                    scale_set.resource_group,
+                    scale_set.name,
+                    expand="instanceView",
                 )
             ),
             scale_set=scale_set.name,
         )
-        result = []
-        for instance in instances:
-            properties = instance
-            size = getattr(getattr(properties, "hardware_profile", None), "vm_size", None) or getattr(
-                instance.sku, "name", scale_set.size
-            )
-            result.append(
-                VmInfo(
-                    id=str(instance.id),
-                    name=str(instance.name),
-                    resource_group=scale_set.resource_group,
-                    size=_text(size),
-                    region=instance.location,
-                    priority=scale_set.priority,
-                    tags=dict(instance.tags or {}),
-                    group=scale_set.name,
-                    zone=instance.zones[0] if instance.zones else None,
-                    power_state=_power_state(getattr(instance.instance_view, "statuses", None)),
-                    subscription_id=scale_set.subscription_id,
-                    scale_set=scale_set.name,
-                )
-            )
-        return result
+        return [
+            instance_from_arm(instance, scale_set, source=source, i=first + n) for n, instance in enumerate(instances)
+        ]
 
     def get_vm(self, ref: VmRef) -> VmInfo:
         client = self.client(ref.subscription_id)
         vm = self._call(
             "virtual_machines.get",
-            lambda: client.virtual_machines.get(ref.resource_group, ref.name, expand="instanceView"),
+            lambda: got_json(partial(client.virtual_machines.get, ref.resource_group, ref.name, expand="instanceView")),
             vm=ref.name,
         )
-        return vm_info_from_sdk(vm)
+        info = vm_from_arm(vm, source=f"Azure resource group {ref.resource_group}")
+        if info.problem is not None:
+            raise PermanentAzureError("virtual_machines.get", info.problem, code=UNUSABLE_RESPONSE)
+        return info
 
     def list_available_sizes(self, ref: VmRef) -> list[str]:
         """Sizes the VM can move to now without deallocation (every region size when it is deallocated)."""
@@ -354,27 +192,10 @@ class ComputeGateway:
         client = self.client(subscription_id)
         skus = self._call(
             "resource_skus.list",
-            lambda: list(client.resource_skus.list(filter=f"location eq '{region}'")),
+            lambda: listed_json(partial(client.resource_skus.list, filter=f"location eq '{region}'")),
             region=region,
         )
-        result = []
-        for sku in skus:
-            if _text(sku.resource_type).lower() != "virtualmachines":
-                continue
-            zones: tuple[str, ...] = ()
-            for info in sku.location_info or []:
-                if str(info.location).lower() == region.lower():
-                    zones = tuple(info.zones or ())
-            result.append(
-                SkuInfo(
-                    name=_text(sku.name),
-                    region=region,
-                    capabilities={str(c.name): str(c.value) for c in sku.capabilities or []},
-                    zones=zones,
-                    restricted=bool(sku.restrictions),
-                )
-            )
-        return result
+        return [info for info in (sku_from_arm(sku, region) for sku in skus) if info is not None]
 
     def resize(self, ref: VmRef, size: str) -> None:
         client = self.client(ref.subscription_id)
@@ -443,31 +264,48 @@ class ComputeGateway:
     # -- scale sets -------------------------------------------------------------------------------------------
 
     def list_scale_sets(self, subscription_id: str, resource_groups: Sequence[str] | None = None) -> list[ScaleSetInfo]:
+        """The scale sets; one that cannot be read raises :class:`PermanentAzureError` (its Spot pass would act
+        on a guess)."""
+        source = f"Azure subscription {subscription_id}"
+        raw = self._list_raw_scale_sets(subscription_id, resource_groups)
+        return [_scale_set_or_raise(s, "virtual_machine_scale_sets.list", source, k) for k, s in enumerate(raw)]
+
+    def _list_raw_scale_sets(self, subscription_id: str, resource_groups: Sequence[str] | None) -> list[Any]:
         client = self.client(subscription_id)
-        raw = self._list_by_group(
+        return self._list_by_group(
             "virtual_machine_scale_sets",
             resource_groups,
             partial(_list_scale_sets_in_group, client.virtual_machine_scale_sets),
-            lambda: list(client.virtual_machine_scale_sets.list_all()),
+            lambda: listed_json(client.virtual_machine_scale_sets.list_all),
         )
-        return [_scale_set_info(s) for s in raw]
 
     def get_scale_set(self, ref: ScaleSetRef) -> ScaleSetInfo:
         client = self.client(ref.subscription_id)
         raw = self._call(
             "virtual_machine_scale_sets.get",
-            lambda: client.virtual_machine_scale_sets.get(ref.resource_group, ref.name),
+            lambda: got_json(partial(client.virtual_machine_scale_sets.get, ref.resource_group, ref.name)),
             scale_set=ref.name,
         )
-        return _scale_set_info(raw)
+        return _scale_set_or_raise(raw, "virtual_machine_scale_sets.get", f"Azure {ref.arm_id}", None)
 
     def list_scale_set_instances(self, scale_set: ScaleSetInfo) -> list[VmInfo]:
         """The scale set's instances with priority and power state. Flexible scale sets' instances are VMs of the
-        resource group (they carry their own priority); uniform ones come from the scale set's VM list."""
+        resource group (they carry their own priority); uniform ones come from the scale set's VM list. An
+        instance that cannot be read raises :class:`PermanentAzureError`: Spot decisions count every instance."""
+        source = f"Azure scale set {scale_set.id}"
         if scale_set.orchestration_mode.lower() == "uniform":
-            return self._uniform_instances(scale_set)
-        vms = self._list_plain_vms(scale_set.subscription_id, [scale_set.resource_group])
-        return [vm for vm in vms if vm.scale_set is not None and vm.scale_set.lower() == scale_set.name.lower()]
+            instances = self._uniform_instances(scale_set, source=source)
+        else:
+            raw = self._list_raw_vms(scale_set.subscription_id, [scale_set.resource_group])
+            vms = [vm_from_arm(doc, source=source, i=i) for i, doc in enumerate(raw)]
+            instances = [
+                vm for vm in vms if vm.scale_set is not None and vm.scale_set.lower() == scale_set.name.lower()
+            ]
+        unusable = [vm.problem for vm in instances if vm.problem is not None]
+        if unusable:
+            more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
+            raise PermanentAzureError("virtual_machine_scale_set_vms.list", unusable[0] + more, code=UNUSABLE_RESPONSE)
+        return instances
 
     def update_scale_set(
         self,
@@ -531,12 +369,24 @@ class ComputeGateway:
         )
 
 
+def _text(value: Any) -> str:
+    """SDK fields may come back as str-enums (``str()`` of those is ``Class.MEMBER``): take their value."""
+    return str(getattr(value, "value", value))
+
+
+def _scale_set_or_raise(doc: Any, operation: str, source: str, i: int | None) -> ScaleSetInfo:
+    try:
+        return scale_set_from_arm(doc, source=source, i=i)
+    except EntryProblem as problem:
+        raise PermanentAzureError(operation, str(problem), code=UNUSABLE_RESPONSE) from None
+
+
 def _list_in_group(operations: Any, group: str) -> list[Any]:
-    return list(operations.list(group, expand="instanceView"))
+    return listed_json(partial(operations.list, group, expand="instanceView"))
 
 
 def _list_scale_sets_in_group(operations: Any, group: str) -> list[Any]:
-    return list(operations.list(group))
+    return listed_json(partial(operations.list, group))
 
 
 def _merge_tags(current: Mapping[str, str] | None, updates: Mapping[str, str | None]) -> dict[str, str]:

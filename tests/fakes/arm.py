@@ -27,6 +27,9 @@ an HTTP error with an ARM error body (429 + ``Retry-After``, 409, 500, ...), a l
 ``Failed`` with a code (``AllocationFailed``, ``SkuNotAvailable``, ...), or ``kill``: a callable run before the
 request is applied (a test kills the client process there), after which the connection is dropped unanswered.
 
+Odd answers: a VM's ``json_edit`` (a callable given the VM's JSON, as listed or read) changes what is sent for it
+(a field removed, a value of the wrong type, another VM's id), for tests of how the client copes with one bad VM.
+
 Spot capacity: a scale set's ``spot_capacity`` caps its running Spot instances; a scale-out that would need more
 fails with ``AllocationFailed`` and changes nothing; ``spot_available`` per region/size does the same for
 standalone VMs started with Spot priority.
@@ -136,6 +139,8 @@ class FakeVm:
     evicted: bool = False
     vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     instance_id: str = ""
+    json_edit: Callable[[Json], None] | None = None
+    """Changes this VM's JSON in place before it is sent (see "Odd answers")."""
 
     @property
     def arm_id(self) -> str:
@@ -467,6 +472,8 @@ class FakeArm:
         }
         if vm.zone is not None:
             body["zones"] = [vm.zone]
+        if vm.json_edit is not None:
+            vm.json_edit(body)
         return body
 
     def _scale_set_vm_json(self, scale_set: FakeScaleSet, vm: FakeVm, *, expand: bool) -> Json:
@@ -491,6 +498,8 @@ class FakeArm:
         }
         if vm.zone is not None:
             body["zones"] = [vm.zone]
+        if vm.json_edit is not None:
+            vm.json_edit(body)
         return body
 
     def _scale_set_json(self, scale_set: FakeScaleSet) -> Json:
