@@ -26,7 +26,7 @@ def bursty_trace(days: int = 4, seed: int = 3) -> DemandTrace:
 
 def test_every_minute_metric_is_the_peak_of_the_coming_minutes_and_never_below_observed() -> None:
     trace = bursty_trace(days=1)
-    polls = START + 120 + 30.0 * np.arange(200)
+    polls = START + 120 + 30.0 * np.arange(200, dtype=np.float64)
     table = HindsightTable(trace, polls, trace.values, None)
     got = table.metric(300.0, 0.9, 0.8)
     for i, t in enumerate(polls):
@@ -38,7 +38,7 @@ def test_every_minute_metric_is_the_peak_of_the_coming_minutes_and_never_below_o
 
 def test_level_metric_adds_the_noise_quantile_and_the_median_is_the_level() -> None:
     trace = bursty_trace(days=1)
-    polls = START + 120 + 30.0 * np.arange(50)
+    polls = START + 120 + 30.0 * np.arange(50, dtype=np.float64)
     level = centred_mean(trace.values, 15)
     noise = NoiseModel(c=1.0, p=0.5)
     table = HindsightTable(trace, polls, level, noise)
@@ -61,7 +61,9 @@ def test_hindsight_of_every_minute_beats_tuned_reactive_on_bursts() -> None:
     trace = bursty_trace(days=5)
     hpa = HpaSettings(target_value=10.0, min_replicas=1, max_replicas=100, pod_startup_s=180.0)
     split = split_trace(trace, holdout_days=1, tune_days=1)
-    polls = split.sim_start + hpa.keda_poll_s * np.arange((split.n_ticks - 1) // hpa.ticks_per_poll + 1)
+    polls = split.sim_start + hpa.keda_poll_s * np.arange(
+        (split.n_ticks - 1) // hpa.ticks_per_poll + 1, dtype=np.float64
+    )
     out = hindsight_outcome(trace, hpa, PredictiveSettings(), HindsightTable(trace, polls, trace.values, None), split)
     p, r = out["predictive_tuned"].metrics, out["reactive_tuned"].metrics
     assert p.replica_hours < 0.95 * r.replica_hours
