@@ -97,6 +97,21 @@ def check(case: TraceCase, startup_s: float, report: TuneReport) -> list[Bar]:
     return bars
 
 
+def select_runs(traces: str, startups: str) -> tuple[list[TraceCase], list[tuple[float, float]]] | None:
+    """The bundled traces named in ``traces`` (comma-separated) and the (start-up, lead) pairs named in
+    ``startups`` (``3m``, ``10m``); None, with the reason on stderr, when no trace is known. Also quiets the
+    fitting libraries' logs."""
+    for noisy in ("cmdstanpy", "prophet"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    names = traces.split(",")
+    cases = [c for c in CASES if c.name in names and c.upsample == "interpolate"]
+    if not cases:
+        print(f"no known trace in {traces!r}; known: {', '.join(TRACES)}", file=sys.stderr)
+        return None
+    wanted = {s.strip() for s in startups.split(",")}
+    return cases, [(s, lead) for s, lead in STARTUPS if f"{s / 60:.0f}m" in wanted]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--traces", default=",".join(TRACES))
@@ -106,15 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot-dir", type=Path, help="write one PNG per trace and start-up here")
     p.add_argument("--yaml-dir", type=Path, help="write each ScaledObject here")
     args = p.parse_args(argv)
-    for noisy in ("cmdstanpy", "prophet"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    names = args.traces.split(",")
-    cases = [c for c in CASES if c.name in names and c.upsample == "interpolate"]
-    if not cases:
-        print(f"no known trace in {args.traces!r}; known: {', '.join(TRACES)}", file=sys.stderr)
+    chosen = select_runs(args.traces, args.startups)
+    if chosen is None:
         return 2
-    wanted = {s.strip() for s in args.startups.split(",")}
-    startups = [(s, lead) for s, lead in STARTUPS if f"{s / 60:.0f}m" in wanted]
+    cases, startups = chosen
     began = time.perf_counter()
     bars: list[Bar] = []
     docs: list[dict[str, Any]] = []

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,8 +37,7 @@ from statistics import NormalDist
 import numpy as np
 
 from forecasting.backtest import NoiseModel, noise_from_errors
-from loadtests.capacity_backtest import CASES
-from loadtests.tune_backtest import STARTUPS, TRACES
+from loadtests.tune_backtest import select_runs
 from scaler_service.backtest.forecast_table import MetricTable
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import ObjectSettings
@@ -146,19 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-cache", type=Path, help="add the service's forecast row, its models read from here")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    for noisy in ("cmdstanpy", "prophet"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    names = args.traces.split(",")
-    cases = [c for c in CASES if c.name in names and c.upsample == "interpolate"]
-    if not cases:
-        print(f"no known trace in {args.traces!r}; known: {', '.join(TRACES)}", file=sys.stderr)
+    chosen = select_runs(args.traces, args.startups)
+    if chosen is None:
         return 2
-    wanted = {s.strip() for s in args.startups.split(",")}
+    cases, startups = chosen
     began = time.perf_counter()
     rows: list[Row] = []
     for case in cases:
         trace = from_bundled(case.name, upsample=case.upsample)
-        for startup_s, lead_s in (s for s in STARTUPS if f"{s[0] / 60:.0f}m" in wanted):
+        for startup_s, lead_s in startups:
             t0 = time.perf_counter()
             hpa = HpaSettings(
                 target_value=case.target_value,
