@@ -3,58 +3,26 @@ fake ARM server (tests/fakes/arm.py), and real metrics from a file."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from rightsizer.azure import ComputeGateway
-from rightsizer.cli import build_parser, run_recommend
 from tests.fakes.arm import FakeArm, FakeCredential, client_kwargs
+from tests.support.arm_recommend import recommend_over_arm
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "rightsizer" / "examples"
 VMS = {"bb-30": "Standard_D4s_v5", "bb-89": "Standard_D2s_v5", "bb-213": "Standard_D8s_v5"}
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    structlog.reset_defaults()
-    with FakeArm() as arm:
-        yield arm
-    structlog.reset_defaults()
 
 
 def test_recommend_over_the_azure_inventory(fake_arm: FakeArm, tmp_path: Path) -> None:
     for name, size in VMS.items():
         fake_arm.add_vm("rg-example", name, size, tags={"team": "a"})
     fake_arm.add_vm("rg-example", "no-metrics", "Standard_D2s_v5")
-    with gzip.open(EXAMPLES / "fleet-metrics.csv.gz", "rt") as fh:
-        lines = [line for line in fh if line.startswith(("vm,", *(f"{n}," for n in VMS)))]
-    metrics = tmp_path / "m.csv"
-    metrics.write_text("".join(lines))
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"azure:\n  subscriptions: ['{fake_arm.subscription}']\nforecast:\n  method: seasonal-profile\n")
-    args = build_parser().parse_args(
-        [
-            "recommend",
-            "--config",
-            str(cfg),
-            "--metrics",
-            str(metrics),
-            "--output",
-            "json",
-            "--now",
-            "2013-07-15T00:00:00Z",
-        ]
+    doc = recommend_over_arm(
+        fake_arm, tmp_path, VMS, lambda: ComputeGateway(FakeCredential(), **client_kwargs(fake_arm))
     )
-    out = io.StringIO()
-    code = run_recommend(args, out, gateway_factory=lambda: ComputeGateway(FakeCredential(), **client_kwargs(fake_arm)))
-    assert code == 0
-    doc = json.loads(out.getvalue())
     recs = {r["vm"]: r for r in doc["recommendations"]}
     assert set(recs) == {*VMS, "no-metrics"}
     assert doc["inputs"] == f"Azure subscriptions {fake_arm.subscription}"

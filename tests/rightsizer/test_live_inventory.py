@@ -5,34 +5,22 @@ server over HTTPS (tests/fakes/arm.py), end to end through ``rightsizer recommen
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from rightsizer.act.cli import cmd_recover, register
 from rightsizer.azure import ComputeGateway, PermanentAzureError, RetrySettings, TransientAzureError, VmRef
-from rightsizer.cli import build_parser, run_recommend
 from rightsizer.domain import CHANGE_TAG, PREVIOUS_SIZE_TAG, PowerState
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, client_kwargs
+from tests.support.arm_recommend import recommend_over_arm
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "rightsizer" / "examples"
 GOOD = {"bb-30": "Standard_D4s_v5", "bb-213": "Standard_D8s_v5"}
 """VMs of the example fleet, whose real metrics are in the example metrics file."""
 Edit = Callable[[dict[str, Any]], None]
-
-
-@pytest.fixture
-def fake_arm() -> Iterator[FakeArm]:
-    structlog.reset_defaults()
-    with FakeArm() as arm:
-        yield arm
-    structlog.reset_defaults()
 
 
 def gateway(arm: FakeArm) -> ComputeGateway:
@@ -43,19 +31,7 @@ def gateway(arm: FakeArm) -> ComputeGateway:
 
 def recommend_json(arm: FakeArm, tmp_path: Path) -> dict[str, Any]:
     """``rightsizer recommend --config`` over the fake's subscription with the example fleet's metrics."""
-    with gzip.open(EXAMPLES / "fleet-metrics.csv.gz", "rt") as fh:
-        lines = [line for line in fh if line.startswith(("vm,", *(f"{n}," for n in GOOD)))]
-    metrics = tmp_path / "m.csv"
-    metrics.write_text("".join(lines))
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"azure:\n  subscriptions: ['{arm.subscription}']\nforecast:\n  method: seasonal-profile\n")
-    args = build_parser().parse_args(
-        ["recommend", "--config", str(cfg), "--metrics", str(metrics), "--output", "json", "--now", "2013-07-15"]
-    )
-    out = io.StringIO()
-    assert run_recommend(args, out, gateway_factory=lambda: gateway(arm)) == 0
-    doc: dict[str, Any] = json.loads(out.getvalue())
-    return doc
+    return recommend_over_arm(arm, tmp_path, GOOD, lambda: gateway(arm))
 
 
 def pop(*path: str) -> Edit:
