@@ -36,8 +36,9 @@ class VmRef:
         match = _VM_ID.match(arm_id)
         if match is None:
             raise ValueError(
-                f"not a VM resource id: {arm_id!r}; expected /subscriptions/<sub>/resourceGroups/<rg>/providers/"
-                "Microsoft.Compute/virtualMachines/<name> (or .../virtualMachineScaleSets/<ss>/virtualMachines/<id>)"
+                f"not a VM resource id: {_quoted_id(arm_id)}; expected /subscriptions/<sub>/resourceGroups/<rg>/"
+                "providers/Microsoft.Compute/virtualMachines/<name> "
+                "(or .../virtualMachineScaleSets/<ss>/virtualMachines/<id>)"
             )
         if match["vm"]:
             return cls(match["sub"], match["rg"], match["vm"])
@@ -66,7 +67,7 @@ class ScaleSetRef:
         match = _SCALE_SET_ID.match(arm_id)
         if match is None:
             raise ValueError(
-                f"not a scale set resource id: {arm_id!r}; expected /subscriptions/<sub>/resourceGroups/<rg>/"
+                f"not a scale set resource id: {_quoted_id(arm_id)}; expected /subscriptions/<sub>/resourceGroups/<rg>/"
                 "providers/Microsoft.Compute/virtualMachineScaleSets/<name>"
             )
         return cls(match["sub"], match["rg"], match["ss"])
@@ -108,3 +109,12 @@ class SkuInfo:
     capabilities: Mapping[str, str]
     zones: tuple[str, ...] = ()
     restricted: bool = False
+
+
+ID_QUOTE_CHARS = 200
+"""An id that does not parse is quoted to this many characters: enough for any real ARM id, not for a megabyte."""
+
+
+def _quoted_id(arm_id: str) -> str:
+    text = repr(arm_id)
+    return text if len(text) <= ID_QUOTE_CHARS else text[: ID_QUOTE_CHARS - 3] + "..."

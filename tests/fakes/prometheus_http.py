@@ -25,6 +25,7 @@ class FakePrometheus:
         gzip_answer: bool = False,
         range_value: float | None = None,
         huge_range_query: str | None = None,
+        bad_range_query: str | None = None,
     ) -> None:
         self.value = value
         self.redirect_to = redirect_to
@@ -37,6 +38,9 @@ class FakePrometheus:
         """Set: a range query is answered with one series of this value, one point per step (unset: no data)."""
         self.huge_range_query = huge_range_query
         """With ``huge_answer_bytes``: a range query whose text contains this is answered with the huge body."""
+        self.bad_range_query = bad_range_query
+        """A range query whose text contains this is answered 400 with a 100 kB error body, as a misbehaving
+        proxy in front of Prometheus might."""
         self.bytes_sent = 0
         self.requests = 0
         self.points_requested = 0
@@ -63,6 +67,14 @@ class FakePrometheus:
                 huge_range = fake.huge_range_query if fake.huge_answer_bytes > 0 else None
                 if url.path == "/api/v1/query_range" and huge_range is not None and huge_range in q["query"]:
                     self._huge_answer(matrix=True)
+                    return
+                if url.path == "/api/v1/query_range" and fake.bad_range_query and fake.bad_range_query in q["query"]:
+                    error = b"bad_data: " + b"x" * 100_000
+                    self.send_response(400)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
                     return
                 if url.path == "/api/v1/query":
                     now = float(q.get("time", time.time()))

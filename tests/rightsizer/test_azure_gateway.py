@@ -239,3 +239,10 @@ def test_scale_set_read_update_and_instances(fake_arm: FakeArm) -> None:
 def test_a_bad_resource_id_names_the_accepted_form() -> None:
     with pytest.raises(ValueError, match="virtualMachines/<name>"):
         VmRef.parse("vm-without-an-id")
+
+
+def test_a_huge_bad_resource_id_is_quoted_by_a_short_prefix() -> None:
+    for parse in (VmRef.parse, ScaleSetRef.parse):
+        with pytest.raises(ValueError) as bad:
+            parse("/subscriptions/" + "x" * 1_000_000)
+        assert "'/subscriptions/xxx" in str(bad.value) and len(str(bad.value)) < 500

@@ -110,6 +110,27 @@ def test_answers_under_the_cap_are_read_whole() -> None:
     assert_others_sized(usage, 20.0)
 
 
+def test_an_error_answer_is_quoted_short_in_the_vms_reason() -> None:
+    # The client library puts the whole error body (100 kB here) into its exception: the reason keeps a prefix.
+    # The bad VM comes last here: refused on the very first query, the run stops (next test).
+    with fake_prometheus(range_value=20.0, bad_range_query=f'"{BIG}"') as prom:
+        usage, _ = live_usage([*VMS[1:], VMS[0]], settings(prom), NOW)
+    big = usage[BIG]
+    assert isinstance(big, NoUsage) and "400" in big.reason and "bad_data" in big.reason
+    assert len(big.reason) < 400
+    assert_others_sized(usage, 20.0)
+
+
+def test_an_error_answer_to_the_first_query_stops_the_run_with_a_short_message() -> None:
+    with (
+        fake_prometheus(range_value=20.0, bad_range_query=f'"{BIG}"') as prom,
+        pytest.raises(SourceUnavailable) as stopped,
+    ):
+        live_usage(VMS, settings(prom), NOW)
+    assert "refused the first query" in str(stopped.value) and "bad_data" in str(stopped.value)
+    assert len(str(stopped.value)) < 500
+
+
 def test_the_cli_reports_the_refused_vm_as_its_row_and_sizes_the_others(tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.json"
     inventory.write_text(
