@@ -158,10 +158,8 @@ def usage_from_prometheus(
             continue
         except requests.exceptions.ConnectionError as exc:  # includes SSLError: the server is not reachable as is
             if not answered:
-                raise PrometheusUnreachable(
-                    f"Prometheus {settings.prometheus_url} unreachable: {_error_text(exc)}"
-                ) from None
-            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {_error_text(exc)}")
+                raise PrometheusUnreachable(f"Prometheus {settings.prometheus_url} unreachable: {exc}") from None
+            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {exc}")
             continue
         except (ValueError, OSError) as exc:
             out[vm.id] = NoUsage(vm.id, f"metrics query failed: {_error_text(exc)}")
@@ -182,7 +180,8 @@ def usage_from_prometheus(
 
 def _error_text(exc: BaseException) -> str:
     """An error's text cut to a short prefix: the client library puts the answer's whole body into its HTTP errors,
-    and a reason is a line in a report, not a copy of what Prometheus sent."""
+    and a reason is a line in a report, not a copy of what Prometheus sent. (A connection error is quoted whole:
+    requests builds it from our own URL, and its cause, e.g. CERTIFICATE_VERIFY_FAILED, comes last.)"""
     text = str(exc)
     return text if len(text) <= ERROR_QUOTE_CHARS else text[: ERROR_QUOTE_CHARS - 3] + "..."
 
