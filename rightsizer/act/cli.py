@@ -267,38 +267,34 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
-    from rightsizer.act.spot import run_spot_pass
-    from rightsizer.domain import Priority
+    from rightsizer.act.spot import run_spot_passes
 
     out = out or sys.stdout
     settings = _settings(args)
-    act = settings.act
     now = _now(args)
     subscriptions, groups = _subscriptions(settings)
     gateway = _gateway(compute)
     audit = _audit(args, settings)
     failures = 0
     for subscription in subscriptions:
-        for scale_set in gateway.list_scale_sets(subscription, groups):
-            if scale_set.priority is not Priority.SPOT:
-                continue
-            try:
-                result = run_spot_pass(gateway, scale_set, act.spot, now, audit, dry_run=not args.apply)
-            except AzureError as error:
+        for result in run_spot_passes(
+            gateway, subscription, groups, settings.act.spot, now, audit, dry_run=not args.apply
+        ):
+            if result.mode == "error":
                 failures += 1
-                out.write(f"{scale_set.name}: failed: {error}\n")
-                continue
-            if result.dry_run and result.plan is not None:
+                out.write(f"{result.scale_set}: failed: {'; '.join(result.errors)}\n")
+            elif result.dry_run and result.plan is not None:
                 plan = result.plan
                 out.write(
-                    f"{scale_set.name}: would run in mode {plan.mode}; replace {len(plan.delete_evicted)} evicted, "
+                    f"{result.scale_set}: would run in mode {plan.mode}; replace {len(plan.delete_evicted)} evicted, "
                     f"return {len(plan.rebalance_regular)} to Spot; {'; '.join(plan.reasons) or 'nothing to do'}\n"
                 )
-                continue
-            out.write(
-                f"{scale_set.name}: mode {result.mode}; replaced {result.replaced_evicted} evicted, "
-                f"returned {result.returned_to_spot} to Spot; {'; '.join(result.reasons + result.errors) or 'ok'}\n"
-            )
+            else:
+                out.write(
+                    f"{result.scale_set}: mode {result.mode}; replaced {result.replaced_evicted} evicted, "
+                    f"returned {result.returned_to_spot} to Spot; "
+                    f"{'; '.join(result.reasons + result.errors) or 'ok'}\n"
+                )
     return 3 if failures else 0
 
 

@@ -16,6 +16,7 @@ from rightsizer.act.settings import SPOT_STATE_TAG, SpotSettings
 from rightsizer.audit import AuditLog
 from rightsizer.azure.errors import AzureError, CapacityError
 from rightsizer.azure.gateway import ComputeGateway, ScaleSetInfo
+from rightsizer.azure.resources import UnreadableScaleSet
 from rightsizer.decide.spot import ANY_ZONE, Offering, SpotPlan, SpotState, plan_spot
 from rightsizer.domain import Priority
 
@@ -136,7 +137,7 @@ def run_spot_pass(
     return result
 
 
-def run_spot_fallback(
+def run_spot_passes(
     compute: ComputeGateway,
     subscription_id: str,
     resource_groups: Sequence[str] | None,
@@ -147,14 +148,19 @@ def run_spot_fallback(
     dry_run: bool = True,
 ) -> list[SpotPassResult]:
     """One pass over every scale set with Spot instances in the subscription / resource groups (plans only when
-    ``dry_run``)."""
+    ``dry_run``). A scale set that cannot be read, or whose pass fails, is a result with mode ``error`` and the
+    reason; the others still get their pass."""
     results = []
     for scale_set in compute.list_scale_sets(subscription_id, resource_groups):
+        if isinstance(scale_set, UnreadableScaleSet):  # its priority is unknown: it may hold Spot instances
+            log.warning("spot.scale_set_unreadable", scale_set=scale_set.label, error=scale_set.problem)
+            results.append(SpotPassResult(scale_set.label, "error", 0, 0, False, (), (scale_set.problem,)))
+            continue
         if scale_set.priority is not Priority.SPOT:
             continue
         try:
             results.append(run_spot_pass(compute, scale_set, settings, now, audit, dry_run=dry_run))
         except AzureError as error:
             log.warning("spot.pass_failed", scale_set=scale_set.name, error=str(error))
-            results.append(SpotPassResult(scale_set.name, "error", 0, 0, False, (), (str(error),)))
+            results.append(SpotPassResult(scale_set.name, "error", 0, 0, False, (), (str(error),), dry_run=dry_run))
     return results

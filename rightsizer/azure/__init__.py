@@ -15,6 +15,7 @@ from rightsizer.azure.gateway import (
     SkuInfo,
     VmRef,
 )
+from rightsizer.azure.resources import UnreadableScaleSet
 from rightsizer.azure.retry import RetrySettings
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ScaleSetRef",
     "SkuInfo",
     "TransientAzureError",
+    "UnreadableScaleSet",
     "VmRef",
 ]
 

@@ -40,7 +40,7 @@ from rightsizer.azure.arm_json import (
 )
 from rightsizer.azure.errors import PermanentAzureError
 from rightsizer.azure.listing import got_json, listed_json
-from rightsizer.azure.resources import ScaleSetInfo, ScaleSetRef, SkuInfo, VmRef
+from rightsizer.azure.resources import ScaleSetInfo, ScaleSetRef, SkuInfo, UnreadableScaleSet, VmRef
 from rightsizer.azure.retry import RetrySettings, call_with_retries, classify
 from rightsizer.domain import VmInfo
 from rightsizer.inventory import flag_duplicate_ids
@@ -263,12 +263,21 @@ class ComputeGateway:
 
     # -- scale sets -------------------------------------------------------------------------------------------
 
-    def list_scale_sets(self, subscription_id: str, resource_groups: Sequence[str] | None = None) -> list[ScaleSetInfo]:
-        """The scale sets; one that cannot be read raises :class:`PermanentAzureError` (its Spot pass would act
-        on a guess)."""
+    def list_scale_sets(
+        self, subscription_id: str, resource_groups: Sequence[str] | None = None
+    ) -> list[ScaleSetInfo | UnreadableScaleSet]:
+        """The scale sets, one that cannot be read as an :class:`UnreadableScaleSet` naming the field, so the
+        others are still handled. A failure of the listing itself raises."""
         source = f"Azure subscription {subscription_id}"
-        raw = self._list_raw_scale_sets(subscription_id, resource_groups)
-        return [_scale_set_or_raise(s, "virtual_machine_scale_sets.list", source, k) for k, s in enumerate(raw)]
+        out: list[ScaleSetInfo | UnreadableScaleSet] = []
+        for k, doc in enumerate(self._list_raw_scale_sets(subscription_id, resource_groups)):
+            try:
+                out.append(scale_set_from_arm(doc, source=source, i=k))
+            except EntryProblem as problem:
+                name = doc.get("name") if isinstance(doc, Mapping) else None
+                label = name[:80] if isinstance(name, str) and name else f"scale set #{k}"
+                out.append(UnreadableScaleSet(label, str(problem)))
+        return out
 
     def _list_raw_scale_sets(self, subscription_id: str, resource_groups: Sequence[str] | None) -> list[Any]:
         client = self.client(subscription_id)

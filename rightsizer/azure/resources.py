@@ -103,6 +103,15 @@ class ScaleSetInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableScaleSet:
+    """A listed scale set whose JSON cannot be used: a row of its own, so the others are still handled."""
+
+    label: str
+    """Its name when the JSON has one, else its position in the listing."""
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class SkuInfo:
     name: str
     region: str

@@ -194,6 +194,23 @@ def test_audit_verify_and_report_through_the_cli(tmp_path: Path, capsys: pytest.
     assert "YYYY-MM" in capsys.readouterr().err
 
 
+def test_spot_command_reports_an_unreadable_scale_set_and_still_plans_the_others(
+    fake_arm: FakeArm, tmp_path: Path
+) -> None:
+    fake_arm.add_scale_set("rg1", "pool", "Standard_D2s_v5", 4)
+    odd = fake_arm.add_scale_set("rg1", "odd", "Standard_D2s_v5", 2)
+    odd.orchestration_mode = "Sideways"
+    compute = ComputeGateway(FakeCredential(), **client_kwargs(fake_arm))
+    out = io.StringIO()
+    assert cmd_spot(parse(["spot", "--config", str(config(tmp_path)), "--now", NOW]), compute=compute, out=out) == 3
+    lines = out.getvalue().splitlines()
+    assert any(
+        line.startswith("odd: failed: ") and "'properties.orchestrationMode' must be one of uniform, flexible" in line
+        for line in lines
+    ), lines
+    assert any(line.startswith("pool: would run in mode spot") for line in lines), lines
+
+
 def test_spot_command_plans_without_apply_and_acts_with_it(fake_arm: FakeArm, tmp_path: Path) -> None:
     fake_arm.add_scale_set("rg1", "pool", "Standard_D2s_v5", 10)
     fake_arm.add_scale_set("rg1", "regular-only", "Standard_D2s_v5", 2, priority="Regular")

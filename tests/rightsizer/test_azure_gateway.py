@@ -12,6 +12,7 @@ from rightsizer.azure import (
     NotFoundError,
     PermanentAzureError,
     RetrySettings,
+    ScaleSetInfo,
     ScaleSetRef,
     TransientAzureError,
     VmRef,
@@ -215,6 +216,7 @@ def test_scale_set_read_update_and_instances(fake_arm: FakeArm) -> None:
     fake_arm.add_scale_set("rg1", "pool", "Standard_D2s_v5", 5, base_regular=1, regular_percentage_above_base=25)
     compute = gateway(fake_arm, [])
     [info] = compute.list_scale_sets(SUB, ["rg1"])
+    assert isinstance(info, ScaleSetInfo)
     assert (info.capacity, info.priority, info.base_regular_count, info.regular_percentage_above_base) == (
         5,
         Priority.SPOT,

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from rightsizer.act.cli import cmd_recover, register
-from rightsizer.azure import ComputeGateway, PermanentAzureError, RetrySettings, TransientAzureError, VmRef
+from rightsizer.azure import (
+    ComputeGateway,
+    PermanentAzureError,
+    RetrySettings,
+    ScaleSetInfo,
+    TransientAzureError,
+    VmRef,
+)
 from rightsizer.domain import CHANGE_TAG, PREVIOUS_SIZE_TAG, PowerState
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, client_kwargs
 from tests.support.arm_recommend import recommend_over_arm
@@ -138,6 +145,7 @@ def test_an_odd_uniform_scale_set_instance_is_skipped_and_its_siblings_listed(fa
     # Spot decisions count every instance, so that scale set's pass refuses instead of guessing.
     compute = gateway(fake_arm)
     [uni] = compute.list_scale_sets(fake_arm.subscription, ["rg1"])
+    assert isinstance(uni, ScaleSetInfo)
     with pytest.raises(PermanentAzureError, match="'location' is required"):
         compute.list_scale_set_instances(uni)
 
