@@ -229,6 +229,7 @@ class ModelCache:
                 fits_running=self._runner.running,
                 fits_total=self._runner.fits_total,
                 failures_total=self._runner.failures_total,
+                abandoned_total=self._runner.abandoned_total,
                 evictions_total=self._book.evictions_total,
                 persist_failures_total=self._persistence.failures_total,
                 hits=self._hits,

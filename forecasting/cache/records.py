@@ -26,6 +26,10 @@ class CacheSettings:
     jitter_fraction: float = 0.1
     """Each refit interval is multiplied by a uniform random factor in [1 - j, 1 + j]."""
     max_concurrent_fits: int = 2
+    fit_deadline_s: float = 900.0
+    """A fit still running after this long is abandoned: its worker is replaced, the key's fit counts as failed
+    (the last good model keeps serving) and is retried with the failure backoff; a result it returns later is
+    dropped. Fits take seconds to a few minutes (a large Prophet fit), so only a stuck fit reaches it."""
     retry_after_failure_s: float = 300.0
     """Delay before retrying after a failed fit; doubled after each further consecutive failure."""
     max_retry_after_failure_s: float = 6 * 3600.0
@@ -48,6 +52,8 @@ class CacheSettings:
             raise ValueError(f"jitter_fraction must be in [0, 1), got {self.jitter_fraction}")
         if self.max_concurrent_fits < 1:
             raise ValueError(f"max_concurrent_fits must be >= 1, got {self.max_concurrent_fits}")
+        if not (math.isfinite(self.fit_deadline_s) and self.fit_deadline_s > 0):
+            raise ValueError(f"fit_deadline_s must be > 0 seconds, got {self.fit_deadline_s}")
         if not (math.isfinite(self.retry_after_failure_s) and self.retry_after_failure_s > 0):
             raise ValueError(f"retry_after_failure_s must be > 0 seconds, got {self.retry_after_failure_s}")
         if not (
@@ -88,6 +94,8 @@ class FitOutcome:
     model: ServingModel | None
     discarded: bool
     """True when the key was unregistered or evicted while the fit ran (the result was dropped)."""
+    abandoned: bool = False
+    """True when the fit overran ``fit_deadline_s`` and was abandoned (``ok`` is False, ``error`` says so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,9 @@ class CacheStats:
     fits_running: int
     fits_total: int
     failures_total: int
+    """Fits that failed, the abandoned ones included."""
+    abandoned_total: int
+    """Fits abandoned because they overran ``fit_deadline_s``."""
     evictions_total: int
     persist_failures_total: int
     hits: int

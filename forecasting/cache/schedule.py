@@ -29,6 +29,35 @@ def jittered_interval(settings: CacheSettings, rng: random.Random, entry: CacheE
     return base * (1.0 + rng.uniform(-j, j)) if j > 0 else base
 
 
+def settle(
+    settings: CacheSettings,
+    rng: random.Random,
+    entry: CacheEntry,
+    *,
+    error: str | None,
+    finished: float,
+    duration_s: float,
+    shared: bool,
+) -> float:
+    """Record that ``entry``'s fit ended (failed when ``error`` is given) and set when it is due next.
+
+    Returns that due time; with a shared store ``entry`` is due a little (at random) later here, so processes do
+    not all try to claim it at once. The caller pushes ``entry`` onto the queue again.
+    """
+    entry.fitting = False
+    entry.last_fit_finished = finished
+    entry.last_fit_duration_s = duration_s
+    entry.last_error = error
+    if error is None:
+        entry.consecutive_failures = 0
+        due = finished + jittered_interval(settings, rng, entry)
+    else:
+        entry.consecutive_failures += 1
+        due = finished + retry_delay(settings, entry.consecutive_failures)
+    entry.next_refit_at = due + (rng.uniform(0.0, settings.claim_spread_s) if shared else 0.0)
+    return due
+
+
 class DueQueue:
     """Registered keys by due time: a heap of ``(next_refit_at, seq, key)``.
 
@@ -72,4 +101,4 @@ class DueQueue:
         return head is not None and head[0] <= now
 
 
-__all__ = ["DueQueue", "jittered_interval", "retry_delay"]
+__all__ = ["DueQueue", "jittered_interval", "retry_delay", "settle"]
