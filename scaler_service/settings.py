@@ -106,6 +106,10 @@ class Settings:
     live_window_s: float = 600.0
     """Live forecast-vs-actual compares means over windows this long (as the backtest's confidence does)."""
     max_concurrent_fits: int = 2
+    fit_deadline: float = 900.0
+    """A fit still running after this long is abandoned (a duration): its worker is replaced, the series' fit
+    counts as failed and is retried with backoff while the last good model serves; a late result is dropped.
+    Fits take seconds, a large Prophet fit a few minutes."""
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 512 * 2**20
     kube_annotations: bool = True
@@ -184,7 +188,7 @@ class Settings:
         for name in ("max_series", "max_subscriptions", "max_points_per_fit"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("subscription_idle", "fetch_deadline", "kube_resync"):
+        for name in ("subscription_idle", "fetch_deadline", "fit_deadline", "kube_resync"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name}: must be a duration > 0, got {getattr(self, name)} s")
 
@@ -220,6 +224,7 @@ _DURATION_FIELDS = frozenset(
     {
         "subscription_idle",
         "fetch_deadline",
+        "fit_deadline",
         "redis_outage_grace",
         "lease",
         "max_connection_age",

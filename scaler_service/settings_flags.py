@@ -174,6 +174,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"fits running at once [{d.max_concurrent_fits}] {env('max_concurrent_fits')}",
     )
     parser.add_argument(
+        "--fit-deadline",
+        help=f"abandon a fit running longer than this; it is retried with backoff [15m] {env('fit_deadline')}",
+    )
+    parser.add_argument(
         "--cache-max-entries",
         type=int,
         help=f"models kept in memory [{d.cache_max_entries}] {env('cache_max_entries')}",
