@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from forecasting.serving import ServingModel
 from scaler_service.__main__ import configure_logging, run_until_signalled
 from scaler_service.engine import FitFactory, NoData
-from scaler_service.settings import SettingsError, add_settings_arguments, settings_from_args
+from scaler_service.settings import SettingsError
+from scaler_service.settings_flags import add_settings_arguments, settings_from_args
 from scaler_service.sources.base import DataSource
 from scaler_service.trigger import SeriesKey, TriggerSpec
 

@@ -19,7 +19,8 @@ import structlog
 
 from forecasting.log_setup import route_stdlib_logging
 from scaler_service.exit_codes import ExitCode, for_rpc_status
-from scaler_service.settings import SettingsError, add_settings_arguments, settings_from_args
+from scaler_service.settings import SettingsError
+from scaler_service.settings_flags import add_settings_arguments, settings_from_args
 from scaler_service.version import package_version
 
 if TYPE_CHECKING:

@@ -119,6 +119,7 @@ class ScalerServer:
                 max_bytes=settings.cache_max_bytes,
                 refit_interval_s=settings.refit_interval_s,
                 max_concurrent_fits=settings.max_concurrent_fits,
+                fit_deadline_s=settings.fit_deadline,
                 persist_dir=settings.persist_dir,
             ),
             clock=clock,
@@ -172,8 +173,9 @@ class ScalerServer:
         self.http_port = 0
 
     def _on_fit(self, outcome: FitOutcome) -> None:
-        self.metrics.fits.labels(outcome="ok" if outcome.ok else "failed").inc()
-        self.metrics.fit_seconds.observe(outcome.duration_s)
+        self.metrics.fits.labels(outcome="ok" if outcome.ok else "abandoned" if outcome.abandoned else "failed").inc()
+        if not outcome.abandoned:  # its duration is only how long it ran before it was given up
+            self.metrics.fit_seconds.observe(outcome.duration_s)
         if outcome.ok:
             log.info(
                 "model fitted",

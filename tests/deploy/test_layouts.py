@@ -15,7 +15,8 @@ import yaml
 from rightsizer.cli import build_parser as rightsizer_parser
 from rightsizer.settings import settings_from_mapping
 from scaler_service.__main__ import build_parser as scaler_parser
-from scaler_service.settings import Settings, settings_from_args
+from scaler_service.settings import Settings
+from scaler_service.settings_flags import settings_from_args
 from scaler_service.trigger import KEDA_KEYS, KNOWN_KEYS, TriggerParser
 from tests.deploy.render import MANIFESTS, Obj, container, load_all, one, pod_spec, render
 

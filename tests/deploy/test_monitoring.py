@@ -149,6 +149,18 @@ tests:
         alertname: RightsizerRollbacks
         exp_alerts: [{exp_labels: {severity: critical}}]
       - {eval_time: 75m, alertname: RightsizerRollbacks, exp_alerts: []}
+
+  - interval: 5m
+    input_series:
+      # Fits that hang past --fit-deadline are abandoned, not failed: they count as failures all the same.
+      - series: 'foresight_fits_total{outcome="ok",pod="a"}'
+        values: '0+2x30'
+      - series: 'foresight_fits_total{outcome="abandoned",pod="a"}'
+        values: '0+1x30'
+    alert_rule_test:
+      - eval_time: 75m
+        alertname: ForesightFitFailures
+        exp_alerts: [{exp_labels: {severity: warning}}]
 """
 
 

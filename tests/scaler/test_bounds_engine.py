@@ -1,5 +1,5 @@
-"""Bounds of the series engine over real gRPC: caps on series and subscriptions, idle subscriptions, fetch
-deadlines, and a shutdown that finishes within its grace period whatever a fetch is doing."""
+"""Bounds of the series engine over real gRPC: caps on series and subscriptions, idle subscriptions, fetch and
+fit deadlines, and a shutdown that finishes within its grace period whatever a fetch is doing."""
 
 from __future__ import annotations
 
@@ -11,16 +11,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from forecasting.serving import ServingModel
 from scaler_service._generated import externalscaler_pb2 as pb
 from scaler_service.client import ScalerClient
-from scaler_service.sources.base import Samples
-from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, rpc_code, serving_line, wait_for
+from scaler_service.sources.base import DataSource, Samples
+from scaler_service.trigger import SeriesKey, TriggerSpec
+from tests.scaler.conftest import (
+    ScriptedFits,
+    ScriptedSource,
+    StartScaler,
+    client_for,
+    rpc_code,
+    serving_line,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,6 +139,47 @@ def test_a_fetch_over_its_deadline_is_abandoned_and_other_series_go_on(
     wait_for(refused_with_deadline, timeout=10)
     # The only fetch worker is blocked for good, yet a new series gets its first fetch.
     wait_for(lambda: _value_or_none(server, "fine") == 3.0, timeout=10)
+
+
+class StuckFits(ScriptedFits):
+    """Fits of queries named ``stuck...`` block until the test releases them (a fit the library never ends)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def __call__(
+        self, key: SeriesKey, spec: TriggerSpec, source: DataSource
+    ) -> Callable[[str, ServingModel | None], ServingModel]:
+        fit = super().__call__(key, spec, source)
+        if not key.query.startswith("stuck"):
+            return fit
+
+        def stuck(cache_key: str, previous: ServingModel | None) -> ServingModel:
+            self.release.wait(60.0)
+            return fit(cache_key, previous)
+
+        return stuck
+
+
+def test_a_fit_over_its_deadline_is_abandoned_and_other_series_are_fitted(
+    start_scaler: StartScaler, source: ScriptedSource
+) -> None:
+    fits = StuckFits()
+    fits.levels.update({"stuck": 4.0, "fine": 7.0})
+    source.set_live("stuck", 3.0)
+    source.set_live("fine", 3.0)
+    server = start_scaler(source, fits=fits, max_concurrent_fits=1, fit_deadline=0.5)
+    try:
+        wait_for(lambda: _value_or_none(server, "stuck") is not None, timeout=10)
+        wait_for(lambda: _value_or_none(server, "fine") is not None and fits.fits.get("fine", 0) >= 1, timeout=10)
+        assert server.registry.get_sample_value("foresight_fits_total", {"outcome": "abandoned"}) == 1.0
+        registered = server.cache.keys()
+        statuses = [server.cache.status(key) for key in registered]
+        errors = sorted((s.has_model, s.fitting, s.last_error) for s in statuses if s is not None)
+        assert errors == [(False, False, "fit exceeded 0.5 s; abandoned"), (True, False, None)]
+    finally:
+        fits.release.set()
 
 
 def _value_or_none(server: object, query: str) -> float | None:

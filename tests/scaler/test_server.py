@@ -270,6 +270,12 @@ def test_settings_precedence(tmp_path: Path) -> None:
     # Durations as in trigger metadata (or plain seconds), from any source.
     s = settings_from_sources({"fetch_deadline": "1m30s"}, {"FORESIGHT_SUBSCRIPTION_IDLE": "10m"})
     assert (s.fetch_deadline, s.subscription_idle) == (90.0, 600.0)
+    assert (Settings().fit_deadline, settings_from_sources({}, {"FORESIGHT_FIT_DEADLINE": "20m"}).fit_deadline) == (
+        900.0,
+        1200.0,
+    )
+    with pytest.raises(SettingsError, match="fit_deadline"):
+        settings_from_sources({"fit_deadline": "0s"}, {})
     assert settings_from_sources({}, {"FORESIGHT_SUBSCRIPTION_IDLE": "45"}).subscription_idle == 45.0
     with pytest.raises(SettingsError, match="subscription_idle"):
         settings_from_sources({}, {"FORESIGHT_SUBSCRIPTION_IDLE": "soon"})
@@ -325,6 +331,7 @@ def test_help_documents_every_flag() -> None:
         "--max-subscriptions",
         "--subscription-idle",
         "--fetch-deadline",
+        "--fit-deadline",
         "--max-points-per-fit",
         "--metrics-max-subscriptions",
     ):
