@@ -97,6 +97,16 @@ def check(case: TraceCase, startup_s: float, report: TuneReport) -> list[Bar]:
     return bars
 
 
+def hpa_for(case: TraceCase, startup_s: float) -> HpaSettings:
+    """The HPA every tuning benchmark simulates for ``case`` at ``startup_s``."""
+    return HpaSettings(
+        target_value=case.target_value,
+        min_replicas=case.min_replicas,
+        max_replicas=case.max_replicas,
+        pod_startup_s=startup_s,
+    )
+
+
 def select_runs(traces: str, startups: str) -> tuple[list[TraceCase], list[tuple[float, float]]] | None:
     """The bundled traces named in ``traces`` (comma-separated) and the (start-up, lead) pairs named in
     ``startups`` (``3m``, ``10m``); None, with the reason on stderr, when no trace is known. Also quiets the
@@ -132,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         trace = from_bundled(case.name, upsample=case.upsample)
         for startup_s, lead_s in startups:
-            hpa = HpaSettings(
-                target_value=case.target_value,
-                min_replicas=case.min_replicas,
-                max_replicas=case.max_replicas,
-                pod_startup_s=startup_s,
-            )
+            hpa = hpa_for(case, startup_s)
             settings = PredictiveSettings(lead_s=lead_s, fit_step_s=case.fit_step_s)
             t0 = time.perf_counter()
             report = run_tuning(

@@ -37,7 +37,7 @@ from statistics import NormalDist
 import numpy as np
 
 from forecasting.backtest import NoiseModel, noise_from_errors
-from loadtests.tune_backtest import select_runs
+from loadtests.tune_backtest import hpa_for, select_runs
 from scaler_service.backtest.forecast_table import MetricTable
 from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import ObjectSettings
@@ -153,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         trace = from_bundled(case.name, upsample=case.upsample)
         for startup_s, lead_s in startups:
             t0 = time.perf_counter()
-            hpa = HpaSettings(
-                target_value=case.target_value,
-                min_replicas=case.min_replicas,
-                max_replicas=case.max_replicas,
-                pod_startup_s=startup_s,
-            )
+            hpa = hpa_for(case, startup_s)
             base = PredictiveSettings(lead_s=lead_s, fit_step_s=case.fit_step_s)
             split = split_trace(trace)
             n_polls = (split.n_ticks - 1) // hpa.ticks_per_poll + 1
