@@ -100,18 +100,11 @@ CLOCK_SKEW_S = 3600.0
 """Samples dated more than this after the wall clock are refused (a clock or unit error)."""
 
 
-def _azure_gateway() -> Any:
-    from rightsizer.azure import default_credential
-    from rightsizer.azure.gateway import ComputeGateway
-
-    return ComputeGateway(default_credential())
-
-
 def gather_inputs(
     args: argparse.Namespace,
     settings: Settings,
     *,
-    gateway_factory: Callable[[], Any] = _azure_gateway,
+    gateway_factory: Callable[[], Any] | None = None,
     prometheus_factory: PrometheusFactory | None = None,
     monitor_factory: MonitorFactory | None = None,
 ) -> Inputs:
@@ -130,7 +123,12 @@ def gather_inputs(
         vms, as_of = load_inventory_with_as_of(Path(args.inventory), max_bytes=max_bytes)
         source = f"inventory {args.inventory}"
     elif settings.azure.subscriptions:
-        gateway = gateway_factory()
+        if gateway_factory is None:
+            from rightsizer.azure import default_gateway
+
+            gateway = default_gateway(settings.azure.max_response_mb)
+        else:
+            gateway = gateway_factory()
         vms = []
         for sub in settings.azure.subscriptions:
             vms += gateway.list_vms(sub, list(settings.azure.resource_groups) or None)

@@ -64,10 +64,10 @@ class Gates:
 
 
 METRICS_SOURCES = ("azure-monitor", "prometheus")
-MIN_PROMETHEUS_RESPONSE_MB = 0.01
-MAX_PROMETHEUS_RESPONSE_MB = 1024.0
-"""Bounds of ``metrics.prometheus_max_response_mb``; the upper one is half the CronJob's 2 GiB memory limit, since
-a parsed answer takes several times its size."""
+MIN_RESPONSE_MB = 0.01
+MAX_RESPONSE_MB = 1024.0
+"""Bounds of ``metrics.prometheus_max_response_mb`` and ``azure.max_response_mb``; the upper one is half the
+CronJob's 2 GiB memory limit, since a parsed answer takes several times its size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +172,10 @@ class AzureSettings:
     subscriptions: tuple[str, ...] = ()
     resource_groups: tuple[str, ...] = ()
     """Empty: every resource group of each subscription."""
+    max_response_mb: float = 64.0
+    """An answer of Azure Resource Manager (a page of the VM or scale set listing, one resource) larger than this
+    many MiB is refused while it is read, and the call fails as permanent: a page of VMs with their instance
+    views is well under 10 MiB, so a bigger one is not an inventory to hold in memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,11 +303,12 @@ def validate(settings: Settings) -> None:
         raise SettingsError(f"metrics.min_completeness: {m.min_completeness} is outside (0, 1]")
     if not 0 < m.partial_memory_min_days <= 366:
         raise SettingsError(f"metrics.partial_memory_min_days: {m.partial_memory_min_days} is outside (0, 366] days")
-    if not MIN_PROMETHEUS_RESPONSE_MB <= m.prometheus_max_response_mb <= MAX_PROMETHEUS_RESPONSE_MB:
-        raise SettingsError(
-            f"metrics.prometheus_max_response_mb: {m.prometheus_max_response_mb:g} is outside "
-            f"[{MIN_PROMETHEUS_RESPONSE_MB:g}, {MAX_PROMETHEUS_RESPONSE_MB:g}] MiB"
-        )
+    for name, cap in (
+        ("metrics.prometheus_max_response_mb", m.prometheus_max_response_mb),
+        ("azure.max_response_mb", settings.azure.max_response_mb),
+    ):
+        if not MIN_RESPONSE_MB <= cap <= MAX_RESPONSE_MB:
+            raise SettingsError(f"{name}: {cap:g} is outside [{MIN_RESPONSE_MB:g}, {MAX_RESPONSE_MB:g}] MiB")
     if m.prometheus_basic_auth_password_file and not m.prometheus_basic_auth_user:
         raise SettingsError("metrics.prometheus_basic_auth_password_file needs metrics.prometheus_basic_auth_user")
     if m.prometheus_bearer_token_file and m.prometheus_basic_auth_user:

@@ -143,12 +143,12 @@ def _now(args: argparse.Namespace) -> dt.datetime:
         raise CommandError(f"--now {text!r}: expected ISO 8601 with a timezone, e.g. 2026-11-28T02:00:00Z") from error
 
 
-def _gateway(compute: ComputeGateway | None) -> ComputeGateway:
+def _gateway(compute: ComputeGateway | None, settings: Settings) -> ComputeGateway:
     if compute is not None:
         return compute
-    from rightsizer.azure import default_credential
+    from rightsizer.azure import default_gateway
 
-    return ComputeGateway(default_credential())
+    return default_gateway(settings.azure.max_response_mb)
 
 
 def _subscriptions(settings: Any) -> tuple[list[str], list[str] | None]:
@@ -173,7 +173,7 @@ def cmd_approve(args: argparse.Namespace, *, compute: ComputeGateway | None = No
     if args.inventory:
         vm_id = _approve_in_inventory(Path(args.inventory), args.vm_id, args.target, value)
     else:
-        gateway = _gateway(compute)
+        gateway = _gateway(compute, settings)
         try:
             ref = VmRef.parse(args.vm_id)
         except ValueError as error:
@@ -273,7 +273,7 @@ def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None,
     settings = _settings(args)
     now = _now(args)
     subscriptions, groups = _subscriptions(settings)
-    gateway = _gateway(compute)
+    gateway = _gateway(compute, settings)
     audit = _audit(args, settings)
     failures = 0
     for subscription in subscriptions:
@@ -305,7 +305,7 @@ def cmd_recover(args: argparse.Namespace, *, compute: ComputeGateway | None = No
     settings = _settings(args)
     act = settings.act
     subscriptions, groups = _subscriptions(settings)
-    gateway = _gateway(compute)
+    gateway = _gateway(compute, settings)
     vms = [vm for subscription in subscriptions for vm in gateway.list_vms(subscription, groups)]
     for vm in vms:
         if vm.problem is not None:  # its tags are not trusted, so an unfinished change on it cannot be seen

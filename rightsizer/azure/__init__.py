@@ -34,6 +34,11 @@ __all__ = [
 ]
 
 
+def default_gateway(max_response_mb: float) -> ComputeGateway:
+    """The gateway a command uses in production: the default credential, answers capped at ``max_response_mb``."""
+    return ComputeGateway(default_credential(), max_response_mb=max_response_mb)
+
+
 def default_credential() -> object:
     """``DefaultAzureCredential``: workload identity in AKS, environment or managed identity elsewhere."""
     from azure.identity import DefaultAzureCredential

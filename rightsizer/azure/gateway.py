@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
     HardwareProfile,
@@ -42,10 +43,14 @@ from rightsizer.azure.errors import PermanentAzureError
 from rightsizer.azure.listing import got_json, listed_json
 from rightsizer.azure.resources import ScaleSetInfo, ScaleSetRef, SkuInfo, UnreadableScaleSet, VmRef
 from rightsizer.azure.retry import RetrySettings, call_with_retries, classify
+from rightsizer.bounded_http import BoundedSession
 from rightsizer.domain import VmInfo
 from rightsizer.inventory import flag_duplicate_ids
 
 T = TypeVar("T")
+
+DEFAULT_MAX_RESPONSE_MB = 64.0
+"""The cap on one Resource Manager answer when the caller sets none (``azure.max_response_mb``)."""
 
 UNUSABLE_RESPONSE = "UnusableResponse"
 """Code of the :class:`PermanentAzureError` raised when one resource read by name has JSON that cannot be used."""
@@ -64,6 +69,7 @@ class ComputeGateway:
         connection_verify: bool | str = True,
         polling_interval: float | None = None,
         retry: RetrySettings | None = None,
+        max_response_mb: float = DEFAULT_MAX_RESPONSE_MB,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -71,6 +77,7 @@ class ComputeGateway:
         self._base_url = base_url
         self._connection_verify = connection_verify
         self._polling_interval = polling_interval
+        self._max_response_bytes = int(max_response_mb * 2**20)
         self.retry = retry or RetrySettings()
         self._sleep = sleep
         self._clock = clock
@@ -81,7 +88,18 @@ class ComputeGateway:
         with self._lock:
             client = self._clients.get(subscription_id)
             if client is None:
-                kwargs: dict[str, Any] = {"connection_verify": self._connection_verify, "retry_total": 0}
+                # Our own session under azure-core's transport: every answer is read up to the cap, then refused
+                # (classified permanent by retry.classify), before the SDK holds or parses it.
+                transport = RequestsTransport(
+                    session=BoundedSession(self._max_response_bytes),
+                    session_owner=True,
+                    connection_verify=self._connection_verify,
+                )
+                kwargs: dict[str, Any] = {
+                    "connection_verify": self._connection_verify,
+                    "retry_total": 0,
+                    "transport": transport,
+                }
                 if self._base_url is not None:
                     kwargs["base_url"] = self._base_url
                 if self._polling_interval is not None:

@@ -33,8 +33,12 @@ from rightsizer.azure.errors import (
     TransientAzureError,
     is_capacity_code,
 )
+from rightsizer.bounded_http import ResponseTooLarge
 
 T = TypeVar("T")
+
+RESPONSE_TOO_LARGE = "ResponseTooLarge"
+"""The error code of an answer refused for its size (``azure.max_response_mb``)."""
 
 # Not cached on first use: a CLI test configuring structlog must not pin these loggers to its stream.
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
@@ -106,6 +110,14 @@ def classify(operation: str, error: Exception, *, now: float | None = None) -> A
     if isinstance(error, AzureError):
         return error
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        too_large = _too_large(error)
+        if too_large is not None:  # the same call gets the same answer: not worth a retry
+            return PermanentAzureError(
+                operation,
+                f"answer larger than {too_large.limit_bytes / 2**20:g} MiB (azure.max_response_mb), refused while it "
+                "was read: list fewer resources per call (resource groups) or raise the cap",
+                code=RESPONSE_TOO_LARGE,
+            )
         return TransientAzureError(operation, str(error))
     if isinstance(error, HttpResponseError):
         status = int(error.status_code or 0)
@@ -126,6 +138,19 @@ def classify(operation: str, error: Exception, *, now: float | None = None) -> A
             return NotFoundError(operation, message, status=status, code=code)
         return PermanentAzureError(operation, message, status=status, code=code)
     return PermanentAzureError(operation, f"{type(error).__name__}: {error}")
+
+
+def _too_large(error: BaseException) -> ResponseTooLarge | None:
+    """The size cap's refusal behind an azure-core transport error, if that is what it is."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ResponseTooLarge):
+            return current
+        seen.add(id(current))
+        inner = getattr(current, "inner_exception", None)
+        current = inner if isinstance(inner, BaseException) else (current.__cause__ or current.__context__)
+    return None
 
 
 def call_with_retries(

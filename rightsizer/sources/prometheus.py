@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 import requests
 
+from rightsizer.bounded_http import BoundedSession, ResponseTooLarge
 from rightsizer.domain import VmInfo
 from rightsizer.inputs import FloatArray
 from rightsizer.metrics import NoUsage, Usage, apply_memory_policy, usage_from_samples
 from rightsizer.settings import DAY_S, MetricsSettings, SettingsError
-from rightsizer.sources.bounded_http import BoundedSession, ResponseTooLarge
 
 ERROR_QUOTE_CHARS = 300
 """An error from Prometheus or its client is quoted in a reason to this many characters."""

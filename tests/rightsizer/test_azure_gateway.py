@@ -18,6 +18,7 @@ from rightsizer.azure import (
     VmRef,
 )
 from rightsizer.domain import PowerState, Priority
+from rightsizer.settings import SettingsError, settings_from_mapping
 from tests.fakes.arm import FakeArm, FakeCredential, Fault, client_kwargs
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -248,3 +249,32 @@ def test_a_huge_bad_resource_id_is_quoted_by_a_short_prefix() -> None:
         with pytest.raises(ValueError) as bad:
             parse("/subscriptions/" + "x" * 1_000_000)
         assert "'/subscriptions/xxx" in str(bad.value) and len(str(bad.value)) < 500
+
+
+def test_an_oversize_listing_page_is_refused_as_permanent_and_not_retried(fake_arm: FakeArm) -> None:
+    def pad(body: dict[str, object]) -> None:
+        body["padding"] = "x" * 3_000_000  # one VM's JSON makes its page 3 MB
+
+    fake_arm.add_vm("rg1", "fine", "Standard_D2s_v5")
+    fake_arm.add_vm("rg1", "padded", "Standard_D2s_v5", json_edit=pad)
+    sleeps: list[float] = []
+    capped = ComputeGateway(
+        FakeCredential(), **client_kwargs(fake_arm), sleep=sleeps.append, max_response_mb=1, retry=RetrySettings()
+    )
+    # (How far the body is read before the refusal is the session's: see test_prometheus_answer_cap.py. The fake
+    # runs in this process, so its own copies of the page rule out measuring memory here.)
+    with pytest.raises(PermanentAzureError) as refused:
+        capped.list_vms(SUB, ["rg1"])
+    assert refused.value.code == "ResponseTooLarge"
+    assert "answer larger than 1 MiB (azure.max_response_mb)" in str(refused.value)
+    assert sleeps == [] and len(fake_arm.requests_matching("GET", "/virtualMachines$")) == 1  # permanent: asked once
+    # The default cap (64 MiB) reads the same page, and the padded VM is listed like the other.
+    assert {vm.name for vm in gateway(fake_arm, []).list_vms(SUB, ["rg1"])} == {"fine", "padded"}
+
+
+def test_the_arm_answer_cap_setting_is_checked() -> None:
+    assert settings_from_mapping({}).azure.max_response_mb == 64
+    assert settings_from_mapping({"azure": {"max_response_mb": 2}}).azure.max_response_mb == 2
+    for bad in (0, -1, 4096):
+        with pytest.raises(SettingsError, match=r"azure\.max_response_mb"):
+            settings_from_mapping({"azure": {"max_response_mb": bad}})
