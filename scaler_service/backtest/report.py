@@ -102,7 +102,7 @@ def make_verdict(report: BacktestReport) -> Verdict:
             f"under-provisioning with {-save_h:.0%} fewer replica-hours ({head.replica_hours:.1f} vs "
             f"{pred.replica_hours:.1f}).{spiky} Use reactive scaling with that threshold instead."
         )
-    tolerance = report.config.hpa.tolerance
+    tolerance = report.config.hpa.scale_up_tolerance
     causes = shortfall_causes(
         o["predictive"].simulation, report.demand_at_ticks, tolerance=tolerance, eval_from=report.window.eval_from_tick
     )
@@ -207,7 +207,8 @@ def to_json(report: BacktestReport, verdict: Verdict) -> dict[str, Any]:
             "min_confidence": cfg.predictive.min_confidence,
             "refit_interval_s": cfg.predictive.refit_interval_s,
             "keda_poll_s": hpa.keda_poll_s,
-            "tolerance": hpa.tolerance,
+            "scale_up_tolerance": hpa.scale_up_tolerance,
+            "scale_down_tolerance": hpa.scale_down_tolerance,
             "scale_down_stabilization_s": hpa.scale_down_stabilization_s,
         },
         "strategies": {name: _strategy_dict(o) for name, o in report.outcomes.items()},
