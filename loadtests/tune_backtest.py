@@ -1,7 +1,7 @@
 """Tuning per workload on every bundled trace, against the tuning bars.
 
     .venv/bin/python -m loadtests.tune_backtest [--traces nasa-http-1995,nyc-taxi,azure-2019-cpu]
-        [--model-cache DIR] [--json out.json] [--plot-dir DIR] [--yaml-dir DIR]
+        [--model-cache DIR] [--json out.json] [--plot-dir DIR] [--yaml-dir DIR] [--tune-tolerance]
 
 For each trace and each pod start-up (3 min and 10 min; the defaults reference starts from the capacity
 backtest's leads, 10 and 15 min) it runs ``backtest --tune`` as the command line does: the last 7 days held
@@ -17,6 +17,9 @@ settings. Prints each comparison, verdict and ScaledObject, then the bars:
 
 Fits are the slow part (Prophet, 85 six-hourly refits over 21 days per trace); with ``--model-cache`` a rerun
 reads them from disk, and both start-ups share them (a fit does not depend on the start-up).
+
+``--tune-tolerance`` passes ``backtest --tune-tolerance`` on: the HPA's scale-up tolerance is searched too
+(Kubernetes with the HPAConfigurableTolerance feature gate).
 """
 
 from __future__ import annotations
@@ -130,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write every report as JSON here")
     p.add_argument("--plot-dir", type=Path, help="write one PNG per trace and start-up here")
     p.add_argument("--yaml-dir", type=Path, help="write each ScaledObject here")
+    p.add_argument(
+        "--tune-tolerance",
+        action="store_true",
+        help="also search the HPA's scale-up tolerance (needs Kubernetes with HPAConfigurableTolerance)",
+    )
     args = p.parse_args(argv)
     chosen = select_runs(args.traces, args.startups)
     if chosen is None:
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 ServiceLevel(max_underprovisioned=0.01),
                 ObjectSettings(name=case.name.replace(".", "-")),
                 model_cache=args.model_cache,
+                tune_tolerance=args.tune_tolerance,
             )
             wall = time.perf_counter() - t0
             print(f"\n=== {case.name}: {startup_s / 60:.0f}-min pod start-up (target {case.target_value:g}) ===")

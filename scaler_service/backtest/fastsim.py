@@ -42,7 +42,10 @@ def simulate_fast(
         first = metric_list[0] if metric_list else 0.0
         initial_replicas = s.clamp(math.ceil(first / target))
     lo_bound, hi_bound = s.min_replicas, s.max_replicas
-    tolerance = s.tolerance
+    # The band of :func:`scaler_service.backtest.hpa.within_tolerance`: the pre-1.33 expression when symmetric,
+    # 1.33's when not (they differ only when the ratio is exactly the band's edge).
+    up_tolerance, down_tolerance = s.scale_up_tolerance, s.scale_down_tolerance
+    symmetric = up_tolerance == down_tolerance
     startup = s.pod_startup_s
     legacy = s.legacy_behavior
     up_window = s.scale_up_stabilization_s
@@ -81,7 +84,11 @@ def simulate_fast(
                 new = lo_bound
             else:
                 usage_ratio = metric / (target * current)
-                desired = current if abs(1.0 - usage_ratio) <= tolerance else ceil(metric / target)
+                if symmetric:
+                    within = abs(1.0 - usage_ratio) <= up_tolerance
+                else:
+                    within = (1.0 - down_tolerance) <= usage_ratio <= (1.0 + up_tolerance)
+                desired = current if within else ceil(metric / target)
                 if legacy:
                     cutoff = now - down_window
                     while maxq and maxq[0][0] < cutoff:

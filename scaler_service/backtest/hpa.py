@@ -6,8 +6,11 @@ What is emulated, and where it comes from (Kubernetes ``pkg/controller/podautosc
   latest poll. (With KEDA's default ``useCachedMetrics: false`` the HPA path asks the scaler at every sync;
   set ``keda_poll_s = 15`` to model that.)
 - **Replica calculator** (``GetExternalPerPodMetricReplicas``, target type ``AverageValue``): with ``current``
-  replicas and metric ``value``, ``desired = ceil(value / target)`` unless
-  ``|value / (current * target) - 1| <= tolerance`` (0.1), in which case ``desired = current``.
+  replicas and metric ``value``, ``desired = ceil(value / target)`` unless the usage ratio
+  ``value / (current * target)`` is within the tolerance band (0.1 either way by default), in which case
+  ``desired = current``. Kubernetes 1.33 added separate scale-up and scale-down tolerances
+  (``behavior.scaleUp.tolerance`` / ``scaleDown.tolerance``, feature gate HPAConfigurableTolerance): the band
+  is ``1 - scale_down_tolerance <= ratio <= 1 + scale_up_tolerance`` (see :func:`within_tolerance`).
 - **Stabilisation** (``stabilizeRecommendationWithBehaviors``): every sync records the raw desired count;
   the recommendation is ``current`` raised to the minimum over the scale-up window (0 s by default: the raw
   desired count) and lowered to the maximum over the scale-down window (300 s). Samples strictly newer than
@@ -37,107 +40,47 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
+from scaler_service.backtest.hpa_settings import (
+    DEFAULT_SCALE_DOWN,
+    DEFAULT_SCALE_UP,
+    DEFAULT_TOLERANCE,
+    TICK_S,
+    HpaSettings,
+    PolicyKind,
+    ScalingPolicy,
+)
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-TICK_S = 15.0
-"""Simulation resolution: the HPA's default sync period."""
+
+def within_tolerance(usage_ratio: float, up: float, down: float) -> bool:
+    """Whether the replica calculator keeps the current count at ``usage_ratio``.
+
+    Kubernetes 1.33 (``Tolerances.isWithin``): ``1 - down <= ratio <= 1 + up``. Before 1.33, with one
+    tolerance: ``|1 - ratio| <= tolerance``. The two differ in float64 at the upper edge: with 0.1,
+    ``1 + 0.1`` rounds to the double nearest 1.1 (inside the 1.33 band) while ``|1 - 1.1| =
+    0.10000000000000009 > 0.1`` (outside the old one), so a ratio of exactly 110 / 100 keeps the count on 1.33
+    and scales on earlier versions (with 0.1 they agree below 1). A symmetric tolerance is emulated with the older
+    expression (every Kubernetes version has that band, and the results stay those of every earlier run of
+    this emulator); an asymmetric one exists only from 1.33 on and is emulated with 1.33's. :mod:`fastsim`
+    inlines the same two expressions.
+    """
+    if up == down:
+        return abs(1.0 - usage_ratio) <= up
+    return (1.0 - down) <= usage_ratio <= (1.0 + up)
 
 
-class PolicyKind(StrEnum):
-    PODS = "Pods"
-    PERCENT = "Percent"
-
-
-@dataclass(frozen=True, slots=True)
-class ScalingPolicy:
-    kind: PolicyKind
-    value: int
-    period_s: float
-
-    def __post_init__(self) -> None:
-        if self.value <= 0:
-            raise ValueError(f"scaling policy value must be > 0, got {self.value}")
-        if self.period_s <= 0:
-            raise ValueError(f"scaling policy period must be > 0 s, got {self.period_s}")
-
-
-DEFAULT_SCALE_UP = (
-    ScalingPolicy(PolicyKind.PODS, 4, 15.0),
-    ScalingPolicy(PolicyKind.PERCENT, 100, 15.0),
-)
-DEFAULT_SCALE_DOWN = (ScalingPolicy(PolicyKind.PERCENT, 100, 15.0),)
-
-
-@dataclass(frozen=True, slots=True)
-class HpaSettings:
-    target_value: float
-    """The HPA's ``AverageValue`` target (the trigger's ``threshold``)."""
-    min_replicas: int = 1
-    max_replicas: int = 100
-    capacity_per_replica_value: float | None = None
-    """Demand one ready replica serves; None = ``target_value``."""
-    pod_startup_s: float = 0.0
-    tolerance: float = 0.1
-    sync_period_s: float = TICK_S
-    keda_poll_s: float = 30.0
-    scale_up_stabilization_s: float = 0.0
-    scale_down_stabilization_s: float = 300.0
-    scale_up_policies: tuple[ScalingPolicy, ...] = DEFAULT_SCALE_UP
-    scale_down_policies: tuple[ScalingPolicy, ...] = DEFAULT_SCALE_DOWN
-    legacy_behavior: bool = False
-    """Emulate an HPA without ``spec.behavior`` (Kubernetes' older normalisation; see the module docs)."""
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.target_value) and self.target_value > 0):
-            raise ValueError(f"target value must be a finite number > 0, got {self.target_value}")
-        if self.capacity_per_replica_value is not None and not (
-            math.isfinite(self.capacity_per_replica_value) and self.capacity_per_replica_value > 0
-        ):
-            raise ValueError(f"capacity per replica must be > 0, got {self.capacity_per_replica_value}")
-        if self.min_replicas < 1:
-            raise ValueError(f"min replicas must be >= 1 (scale to zero is not emulated), got {self.min_replicas}")
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(f"max replicas {self.max_replicas} < min replicas {self.min_replicas}")
-        if not 0 <= self.tolerance < 1:
-            raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
-        if self.pod_startup_s < 0:
-            raise ValueError(f"pod start-up must be >= 0 s, got {self.pod_startup_s}")
-        for name in ("sync_period_s", "keda_poll_s"):
-            value = getattr(self, name)
-            ratio = value / TICK_S
-            if value <= 0 or abs(ratio - round(ratio)) > 1e-9:
-                raise ValueError(f"{name} must be a positive multiple of {TICK_S:.0f} s, got {value}")
-        if not self.scale_up_policies or not self.scale_down_policies:
-            raise ValueError("at least one scale-up and one scale-down policy are needed")
-
-    @property
-    def capacity_per_replica(self) -> float:
-        return self.target_value if self.capacity_per_replica_value is None else self.capacity_per_replica_value
-
-    @property
-    def ticks_per_poll(self) -> int:
-        return round(self.keda_poll_s / TICK_S)
-
-    @property
-    def ticks_per_sync(self) -> int:
-        return round(self.sync_period_s / TICK_S)
-
-    def clamp(self, replicas: int) -> int:
-        return min(max(replicas, self.min_replicas), self.max_replicas)
-
-
-def replicas_for_metric(value: float, current: int, target: float, tolerance: float) -> int:
-    """The replica calculator for an external metric with an ``AverageValue`` target."""
+def replicas_for_metric(value: float, current: int, target: float, up: float, down: float | None = None) -> int:
+    """The replica calculator for an external metric with an ``AverageValue`` target (``down`` defaults to
+    ``up``: one symmetric tolerance)."""
     if current <= 0:
         return math.ceil(value / target)
-    usage_ratio = value / (target * current)
-    if abs(1.0 - usage_ratio) <= tolerance:
+    if within_tolerance(value / (target * current), up, up if down is None else down):
         return current
     return math.ceil(value / target)
 
@@ -228,23 +171,28 @@ class HorizontalPodAutoscaler:
             new = s.max_replicas
         elif current < s.min_replicas:
             new = s.min_replicas
-        elif s.legacy_behavior:
-            new = self._legacy(now, replicas_for_metric(metric_value, current, s.target_value, s.tolerance), current)
         else:
-            desired = replicas_for_metric(metric_value, current, s.target_value, s.tolerance)
-            stabilized = self._stabilize(now, desired, current)
-            new = stabilized
-            if stabilized > current:
-                limit = max(self._scale_up_limit(now, current), current)
-                new = min(stabilized, s.max_replicas, limit)
-            elif stabilized < current:
-                limit = min(self._scale_down_limit(now, current), current)
-                new = max(stabilized, s.min_replicas, limit)
+            desired = replicas_for_metric(
+                metric_value, current, s.target_value, s.scale_up_tolerance, s.scale_down_tolerance
+            )
+            new = self._legacy(now, desired, current) if s.legacy_behavior else self._behave(now, desired, current)
         if new > current:
             self._up_events.append((now, new - current))
         elif new < current:
             self._down_events.append((now, current - new))
         return new
+
+    def _behave(self, now: float, desired: int, current: int) -> int:
+        """Stabilisation, then the rate limits and bounds (the ``spec.behavior`` path)."""
+        s = self.settings
+        stabilized = self._stabilize(now, desired, current)
+        if stabilized > current:
+            limit = max(self._scale_up_limit(now, current), current)
+            return min(stabilized, s.max_replicas, limit)
+        if stabilized < current:
+            limit = min(self._scale_down_limit(now, current), current)
+            return max(stabilized, s.min_replicas, limit)
+        return stabilized
 
 
 @dataclass(slots=True)
@@ -366,6 +314,7 @@ def static_simulation(replicas: int, *, start: float, n_ticks: int, capacity_per
 __all__ = [
     "DEFAULT_SCALE_DOWN",
     "DEFAULT_SCALE_UP",
+    "DEFAULT_TOLERANCE",
     "TICK_S",
     "Deployment",
     "HorizontalPodAutoscaler",
@@ -376,4 +325,5 @@ __all__ = [
     "replicas_for_metric",
     "simulate",
     "static_simulation",
+    "within_tolerance",
 ]

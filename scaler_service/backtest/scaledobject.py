@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from scaler_service.backtest.hpa import HpaSettings, PolicyKind, ScalingPolicy
+from scaler_service.backtest.hpa import DEFAULT_TOLERANCE, HpaSettings, PolicyKind, ScalingPolicy
 from scaler_service.backtest.tune import Candidate
 
 DEFAULT_SCALER_ADDRESS = "foresight-scaler.keda:9090"
@@ -52,6 +52,18 @@ def _number(x: float) -> str:
     return f"{x:.6g}"
 
 
+def _quantity(x: float) -> str:
+    """A Kubernetes quantity string in plain decimals (``0.02``, ``0``), as ``behavior.*.tolerance`` takes it."""
+    text = f"{x:.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+TOLERANCE_NOTE = (
+    "behavior.scaleUp.tolerance needs Kubernetes with the HPAConfigurableTolerance feature gate (alpha in 1.33); "
+    "where it is off, the HPA keeps its default 10 % band, which this configuration was not tuned for."
+)
+
+
 def trigger_metadata(candidate: Candidate, settings: ObjectSettings) -> dict[str, str]:
     meta = {
         "scalerAddress": settings.scaler_address,
@@ -82,6 +94,14 @@ def scaled_object(
 ) -> dict[str, Any]:
     """The ScaledObject as a plain document (what :func:`to_yaml` writes)."""
     tuned = candidate.hpa(hpa)
+    scale_up: dict[str, Any] = {
+        "stabilizationWindowSeconds": round(tuned.scale_up_stabilization_s),
+        "selectPolicy": "Max",
+        "policies": _policies(tuned.scale_up_policies),
+    }
+    if tuned.scale_up_tolerance != DEFAULT_TOLERANCE:
+        # Only when tuned: an unset field is the cluster's default and needs no feature gate.
+        scale_up["tolerance"] = _quantity(tuned.scale_up_tolerance)
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -98,11 +118,7 @@ def scaled_object(
                             "stabilizationWindowSeconds": round(tuned.scale_down_stabilization_s),
                             "policies": _policies(tuned.scale_down_policies),
                         },
-                        "scaleUp": {
-                            "stabilizationWindowSeconds": round(tuned.scale_up_stabilization_s),
-                            "selectPolicy": "Max",
-                            "policies": _policies(tuned.scale_up_policies),
-                        },
+                        "scaleUp": scale_up,
                     }
                 }
             },
@@ -145,4 +161,4 @@ def to_yaml(document: dict[str, Any], comments: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_SCALER_ADDRESS", "ObjectSettings", "scaled_object", "to_yaml", "trigger_metadata"]
+__all__ = ["DEFAULT_SCALER_ADDRESS", "TOLERANCE_NOTE", "ObjectSettings", "scaled_object", "to_yaml", "trigger_metadata"]

@@ -29,31 +29,34 @@ level (a bisection between ``MIN_THRESHOLD_FRACTION`` and 100 % of the stated th
 headroom too: the HPA does not scale for demand within its 10 % tolerance, whatever the metric foresees).
 Reactive: that, for each scale-down stabilisation window. Predictive: a coordinate search from the defaults
 over predictHorizon, predictQuantile, minConfidence and the window; each pass tries every value of one setting
-with the others fixed, until a full pass changes nothing (at most ``MAX_ROUNDS``).
+with the others fixed, until a full pass changes nothing (at most ``MAX_ROUNDS``). Opt-in
+(``scale_up_tolerances``, ``--tune-tolerance``): the HPA's scale-up tolerance too (Kubernetes >= 1.33 with the
+HPAConfigurableTolerance feature gate), for reactive per window x tolerance, for predictive as one more
+setting of the coordinate search. A lower scale-up tolerance lets the HPA scale for demand a little above
+capacity, where the default 10 % band would otherwise call for headroom. The scale-down tolerance stays at the
+cluster's default: it decides when a scale-down starts, which the scale-down window searched already governs.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from forecasting.series import DAY_S, format_duration, format_instant
+from forecasting.series import format_duration
 from scaler_service.backtest.fastsim import simulate_fast
 from scaler_service.backtest.forecast_table import MetricTable
-from scaler_service.backtest.hpa import TICK_S, HpaSettings
+from scaler_service.backtest.hpa import DEFAULT_TOLERANCE, TICK_S, HpaSettings
 from scaler_service.backtest.metrics import StrategyMetrics, evaluate
 from scaler_service.backtest.strategies import PredictiveSettings
-from scaler_service.backtest.trace import MINUTE_S, DemandTrace, FloatArray, TraceError
+from scaler_service.backtest.trace import MINUTE_S, DemandTrace, FloatArray
+from scaler_service.backtest.tune_setup import ServiceLevel, TuneSplit, split_trace
 
 DEFAULT_SCALE_DOWN_S = 300.0
 """The HPA's default scale-down stabilisation window."""
 EVENT_CAP_RATIO = 1.5
-RECOMMENDED_HOLDOUT_DAYS = 7.0
-MIN_TUNE_S = DAY_S
 MAX_ROUNDS = 3
 
 LEADS_S = (300.0, 600.0, 900.0, 1200.0, 1800.0)
@@ -64,97 +67,9 @@ WINDOWS_S = (0.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.
 MIN_THRESHOLD_FRACTION = 0.3
 """The threshold bisection lowers the threshold to at most 70 % headroom."""
 THRESHOLD_WIDTH_FRACTION = 0.005
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceLevel:
-    """What the user accepts: a share of under-provisioned minutes, or of unserved demand (or both)."""
-
-    max_underprovisioned: float | None = 0.01
-    max_unserved: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_underprovisioned is None and self.max_unserved is None:
-            raise ValueError("state a service level: a maximum under-provisioned share or unserved share")
-        for name in ("max_underprovisioned", "max_unserved"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise ValueError(f"{name} must be a share in [0, 1), got {value}")
-
-    def excess(self, m: StrategyMetrics, demand_total: float) -> float:
-        """How far ``m`` is above the service level, as a share (0 when it is met)."""
-        over = 0.0
-        if self.max_underprovisioned is not None:
-            share = m.underprovisioned_minutes / m.eval_minutes if m.eval_minutes else 0.0
-            over = max(over, share - self.max_underprovisioned)
-        if self.max_unserved is not None:
-            share = m.unserved_demand / demand_total if demand_total > 0 else 0.0
-            over = max(over, share - self.max_unserved)
-        return max(0.0, over)
-
-    def describe(self) -> str:
-        parts = []
-        if self.max_underprovisioned is not None:
-            parts.append(f"at most {self.max_underprovisioned:.2%} of minutes under-provisioned")
-        if self.max_unserved is not None:
-            parts.append(f"at most {self.max_unserved:.2%} of demand unserved")
-        return " and ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class TuneSplit:
-    sim_start: float
-    tune_start: float
-    holdout_start: float
-    end: float
-
-    @property
-    def tune_from_tick(self) -> int:
-        return round((self.tune_start - self.sim_start) / TICK_S)
-
-    @property
-    def holdout_from_tick(self) -> int:
-        return round((self.holdout_start - self.sim_start) / TICK_S)
-
-    @property
-    def n_ticks(self) -> int:
-        return round((self.end - self.sim_start) / TICK_S)
-
-    def describe(self) -> str:
-        text = (
-            f"tuned on {format_instant(self.tune_start)} to {format_instant(self.holdout_start)} "
-            f"({format_duration(self.holdout_start - self.tune_start)}); held back and evaluated: "
-            f"{format_instant(self.holdout_start)} to {format_instant(self.end)} "
-            f"({format_duration(self.end - self.holdout_start)}), never seen by the search"
-        )
-        if self.end - self.holdout_start < RECOMMENDED_HOLDOUT_DAYS * DAY_S:
-            text += f" (less than the recommended {RECOMMENDED_HOLDOUT_DAYS:.0f} days: a weekly pattern is not judged)"
-        return text
-
-
-def split_trace(
-    trace: DemandTrace,
-    *,
-    holdout_days: float = RECOMMENDED_HOLDOUT_DAYS,
-    tune_days: float = 14.0,
-    settle_s: float = 3600.0,
-    min_history_s: float = 2 * DAY_S,
-) -> TuneSplit:
-    """Held-back stretch at the end, tuning stretch before it (see the module docs)."""
-    if not holdout_days > 0 or not tune_days > 0:
-        raise ValueError(f"held-back and tuning days must be > 0, got {holdout_days} and {tune_days}")
-    end = math.floor(trace.end / MINUTE_S) * MINUTE_S
-    holdout_start = math.floor((end - holdout_days * DAY_S) / MINUTE_S) * MINUTE_S
-    earliest = math.ceil((trace.start + min_history_s + settle_s) / MINUTE_S) * MINUTE_S
-    tune_start = max(holdout_start - math.floor(tune_days * DAY_S / MINUTE_S) * MINUTE_S, earliest)
-    if holdout_start - tune_start < MIN_TUNE_S:
-        raise TraceError(
-            f"trace [{format_instant(trace.start)}, {format_instant(trace.end)}] is too short to tune: "
-            f"{format_duration(min_history_s)} of history, {format_duration(MIN_TUNE_S)} to tune on and "
-            f"{format_duration(holdout_days * DAY_S)} held back are needed "
-            f"({format_duration(min_history_s + settle_s + MIN_TUNE_S + holdout_days * DAY_S)})"
-        )
-    return TuneSplit(tune_start - settle_s, tune_start, holdout_start, end)
+SCALE_UP_TOLERANCES = (0.0, 0.02, 0.05, 0.1)
+"""Scale-up tolerances searched with ``--tune-tolerance`` (``behavior.scaleUp.tolerance``; Kubernetes with the
+HPAConfigurableTolerance feature gate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +81,7 @@ class Candidate:
     lead_s: float = 0.0
     quantile: float = 0.0
     min_confidence: float = 0.0
+    scale_up_tolerance: float = DEFAULT_TOLERANCE
 
     def hpa(self, base: HpaSettings) -> HpaSettings:
         # A ScaledObject with a behavior block gets the HPA's policy path (not the legacy normalisation).
@@ -174,12 +90,15 @@ class Candidate:
             target_value=self.target_value,
             capacity_per_replica_value=base.capacity_per_replica,
             scale_down_stabilization_s=self.scale_down_s,
+            scale_up_tolerance=self.scale_up_tolerance,
             legacy_behavior=False,
         )
 
     def describe(self, threshold: float) -> str:
         head = f"threshold {self.target_value:.4g} ({1 - self.target_value / threshold:.0%} headroom)"
         window = f"scale-down window {self.scale_down_s:.0f} s"
+        if self.scale_up_tolerance != DEFAULT_TOLERANCE:
+            window += f", scale-up tolerance {self.scale_up_tolerance:g}"
         if self.strategy == "reactive":
             return f"reactive: {head}, {window}"
         return (
@@ -240,8 +159,12 @@ def tune(
     quantiles: tuple[float, ...] = QUANTILES,
     min_confidences: tuple[float, ...] = MIN_CONFIDENCES,
     windows_s: tuple[float, ...] = WINDOWS_S,
+    scale_up_tolerances: tuple[float, ...] = (),
 ) -> TuneSearch:
-    """The best reactive and predictive candidates on the tuning stretch (``table`` must cover its polls)."""
+    """The best reactive and predictive candidates on the tuning stretch (``table`` must cover its polls).
+
+    ``scale_up_tolerances`` (e.g. ``SCALE_UP_TOLERANCES``) are searched besides ``hpa``'s own; empty (the
+    default), the tolerance is left as it is."""
     began = time.perf_counter()
     n_ticks = split.holdout_from_tick
     tune_from = split.tune_from_tick
@@ -259,7 +182,9 @@ def tune(
         sim_seconds += time.perf_counter() - t0
         return evaluate(candidate.strategy, sim, demand, eval_from=tune_from)
 
-    default_reactive = Candidate("reactive", threshold, DEFAULT_SCALE_DOWN_S)
+    tolerance = hpa.scale_up_tolerance
+    tolerances = tuple(sorted({*scale_up_tolerances, tolerance}))
+    default_reactive = Candidate("reactive", threshold, DEFAULT_SCALE_DOWN_S, scale_up_tolerance=tolerance)
     base_metrics = simulate_metrics(table.observed, default_reactive)
     cap = EVENT_CAP_RATIO * base_metrics.scaling_events
 
@@ -286,18 +211,25 @@ def tune(
         """``c`` with the largest threshold that meets the service level (bisection), the same for both."""
         return _largest_threshold(lambda target: at(replace(c, target_value=target)), threshold)
 
-    # Reactive: per window, the largest threshold that meets the service level.
+    # Reactive: per window (and scale-up tolerance), the largest threshold that meets the service level.
     best_reactive = reactive_default
     for window in windows_s:
-        found = best_threshold(Candidate("reactive", threshold, window))
-        if found.key() < best_reactive.key():
-            best_reactive = found
+        for up in tolerances:
+            found = best_threshold(Candidate("reactive", threshold, window, scale_up_tolerance=up))
+            if found.key() < best_reactive.key():
+                best_reactive = found
     tried_reactive = len(tried)
 
     # Predictive: a coordinate search from the defaults over the forecast's settings and the window, each
     # candidate judged at its own largest threshold that meets the service level, as reactive is.
     start = Candidate(
-        "predictive", threshold, DEFAULT_SCALE_DOWN_S, predictive.lead_s, predictive.quantile, predictive.min_confidence
+        "predictive",
+        threshold,
+        DEFAULT_SCALE_DOWN_S,
+        predictive.lead_s,
+        predictive.quantile,
+        predictive.min_confidence,
+        tolerance,
     )
     predictive_default = at(start)
     best = best_threshold(start)
@@ -307,6 +239,8 @@ def tune(
         ("min_confidence", tuple(sorted({*min_confidences, predictive.min_confidence}))),
         ("scale_down_s", tuple(windows_s)),
     )
+    if len(tolerances) > 1:
+        dims += (("scale_up_tolerance", tolerances),)
     for _ in range(MAX_ROUNDS):
         before = best.candidate
         for name, values in dims:
@@ -370,11 +304,14 @@ def _with(c: Candidate, name: str, value: float) -> Candidate:
         return replace(c, quantile=value)
     if name == "min_confidence":
         return replace(c, min_confidence=value)
+    if name == "scale_up_tolerance":
+        return replace(c, scale_up_tolerance=value)
     return replace(c, scale_down_s=value)
 
 
 __all__ = [
     "EVENT_CAP_RATIO",
+    "SCALE_UP_TOLERANCES",
     "THRESHOLD_WIDTH_FRACTION",
     "WINDOWS_S",
     "Candidate",

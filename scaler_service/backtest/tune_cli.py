@@ -20,7 +20,7 @@ from scaler_service.backtest.hpa import HpaSettings
 from scaler_service.backtest.scaledobject import DEFAULT_SCALER_ADDRESS, ObjectSettings
 from scaler_service.backtest.strategies import PredictiveSettings, service_fit_function
 from scaler_service.backtest.trace import DemandTrace
-from scaler_service.backtest.tune import ServiceLevel, split_trace, tune
+from scaler_service.backtest.tune import SCALE_UP_TOLERANCES, ServiceLevel, split_trace, tune
 from scaler_service.backtest.tune_report import TuneReport, build_report, fit_summary, format_table, to_json
 
 
@@ -50,6 +50,13 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
         help="service level: share of minutes allowed under-provisioned (default 1%% unless --max-unserved)",
     )
     g.add_argument("--max-unserved", type=share, help="service level: share of demand allowed unserved")
+    g.add_argument(
+        "--tune-tolerance",
+        action="store_true",
+        help="also search the HPA's scale-up tolerance (0, 0.02, 0.05, 0.1; default 0.1) and write it to the "
+        "ScaledObject's behavior.scaleUp.tolerance: needs Kubernetes with the HPAConfigurableTolerance feature "
+        "gate (alpha in 1.33, off by default there)",
+    )
     g.add_argument("--holdout-days", type=float, default=7.0, help="most recent days held back (default 7)")
     g.add_argument("--tune-days", type=float, default=14.0, help="days before them to tune on (default 14)")
     g.add_argument("--model-cache", type=Path, help="keep fitted models in this directory so reruns refit nothing")
@@ -78,8 +85,10 @@ def run_tuning(
     fit: Any = None,
     holidays: str | None = None,
     grid: Mapping[str, tuple[float, ...]] | None = None,
+    tune_tolerance: bool = False,
 ) -> TuneReport:
-    """The whole tuning run: split, fits once per refit time, search, held-back comparison."""
+    """The whole tuning run: split, fits once per refit time, search, held-back comparison. ``tune_tolerance``
+    adds the scale-up tolerance to the search (``SCALE_UP_TOLERANCES`` unless ``grid`` names others)."""
     began = time.perf_counter()
     split = split_trace(trace, holdout_days=holdout_days, tune_days=tune_days)
     step = predictive.resolved_fit_step(trace)
@@ -99,7 +108,8 @@ def run_tuning(
     n_polls = (split.n_ticks - 1) // hpa.ticks_per_poll + 1
     polls = split.sim_start + hpa.keda_poll_s * np.arange(n_polls, dtype=np.float64)
     table = ForecastTable(trace, polls, predictive, cached)
-    search = tune(trace, hpa, predictive, table, split, service, **(grid or {}))
+    searched = {"scale_up_tolerances": SCALE_UP_TOLERANCES} if tune_tolerance else {}
+    search = tune(trace, hpa, predictive, table, split, service, **{**searched, **(grid or {})})
     note = fit_summary(table, counts.fitted, counts.from_disk)
     return build_report(trace, hpa, search, table, objects, fit_note=note, began=began)
 
@@ -127,6 +137,7 @@ def run_tune(
         tune_days=args.tune_days,
         model_cache=args.model_cache,
         holidays=args.holidays,
+        tune_tolerance=args.tune_tolerance,
     )
     if args.scaled_object is not None:
         args.scaled_object.write_text(report.yaml)

@@ -21,9 +21,9 @@ import numpy as np
 
 from forecasting.series import format_duration, format_instant
 from scaler_service.backtest.forecast_table import ForecastTable, MetricTable
-from scaler_service.backtest.hpa import TICK_S, HpaSettings, Simulation, simulate
+from scaler_service.backtest.hpa import DEFAULT_TOLERANCE, TICK_S, HpaSettings, Simulation, simulate
 from scaler_service.backtest.metrics import StrategyMetrics, evaluate
-from scaler_service.backtest.scaledobject import ObjectSettings, scaled_object, to_yaml
+from scaler_service.backtest.scaledobject import TOLERANCE_NOTE, ObjectSettings, scaled_object, to_yaml
 from scaler_service.backtest.strategies import describe_fits
 from scaler_service.backtest.trace import MINUTE_S, DemandTrace
 from scaler_service.backtest.tune import EVENT_CAP_RATIO, Candidate, TuneSearch
@@ -184,6 +184,8 @@ def build_report(
     ]
     if winner == "reactive":
         comments.append("Predictive did not pay off on this workload: this is the reactive configuration.")
+    if w.candidate.scale_up_tolerance != DEFAULT_TOLERANCE:
+        comments.append(TOLERANCE_NOTE)
     if objects.query is None:
         comments.append("Replace the query and the scaleTargetRef with your workload's.")
     doc = scaled_object(w.candidate, hpa, objects, comments)
@@ -208,6 +210,7 @@ def _settings(c: Candidate) -> dict[str, Any]:
         "mode": c.strategy,
         "threshold": round(c.target_value, 6),
         "scale_down_stabilization_s": c.scale_down_s,
+        "scale_up_tolerance": c.scale_up_tolerance,
     }
     if c.strategy == "predictive":
         d.update(predict_horizon_s=c.lead_s, predict_quantile=c.quantile, min_confidence=c.min_confidence)

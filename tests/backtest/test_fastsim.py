@@ -64,3 +64,38 @@ def test_fast_loop_matches_the_reference_tick_by_tick(index: int, seed: int) -> 
 def test_fast_loop_refuses_a_metric_too_short_for_the_run() -> None:
     with pytest.raises(ValueError, match="polls"):
         simulate_fast(np.ones(3), SETTINGS[0], start=0.0, n_ticks=100)
+
+
+def _random_tolerance_settings(rng: np.random.Generator) -> HpaSettings:
+    def tolerance() -> float:
+        # The search's grid, the default, and arbitrary values.
+        return float(rng.choice([0.0, 0.02, 0.05, 0.1, round(float(rng.uniform(0, 0.3)), 3)]))
+
+    up = tolerance()
+    return HpaSettings(
+        target_value=float(rng.choice([5.0, 10.0, 12.5])),
+        min_replicas=int(rng.integers(1, 4)),
+        max_replicas=int(rng.integers(30, 100)),
+        pod_startup_s=float(rng.choice([0.0, 45.0, 180.0, 600.0])),
+        scale_down_stabilization_s=float(rng.choice([0.0, 60.0, 300.0, 900.0])),
+        scale_up_tolerance=up,
+        scale_down_tolerance=up if rng.random() < 0.25 else tolerance(),
+        legacy_behavior=bool(rng.random() < 0.2),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_loop_matches_the_reference_with_random_tolerances(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    settings = _random_tolerance_settings(rng)
+    n_ticks = 2000
+    metric = _metric(rng, n_ticks)
+    # Whole numbers half of the time: ratios such as 110 / (10 x 10) land exactly on a band's edge.
+    if seed % 2:
+        metric = np.round(metric)
+    ref = simulate(metric, settings, start=0.0, n_ticks=n_ticks)
+    fast = simulate_fast(metric, settings, start=0.0, n_ticks=n_ticks)
+    np.testing.assert_array_equal(fast.replicas, ref.replicas, err_msg=str(settings))
+    np.testing.assert_array_equal(fast.ready, ref.ready)
+    np.testing.assert_array_equal(fast.scale_events, ref.scale_events)
+    assert ref.scale_events.sum() > 20

@@ -13,6 +13,7 @@ from scaler_service.backtest.hpa import (
     replicas_for_metric,
     simulate,
     static_simulation,
+    within_tolerance,
 )
 
 
@@ -165,3 +166,28 @@ def test_legacy_behavior_path() -> None:
     sim = simulate(polls((100.0, 20), (20.0, 60)), settings, start=0.0, n_ticks=120)
     assert replicas_at(sim.replicas, 885) == 10
     assert replicas_at(sim.replicas, 900) == 2
+
+
+def test_separate_scale_up_and_scale_down_tolerances() -> None:
+    # Kubernetes >= 1.33: keep the count while 1 - down <= ratio <= 1 + up.
+    assert replicas_for_metric(103.0, 10, 10.0, 0.02, 0.1) == 11  # 3 % above: outside a 2 % scale-up band
+    assert replicas_for_metric(102.0, 10, 10.0, 0.05, 0.1) == 10
+    assert replicas_for_metric(101.0, 10, 10.0, 0.0, 0.1) == 11  # no scale-up tolerance at all
+    assert replicas_for_metric(100.0, 10, 10.0, 0.0, 0.1) == 10
+    assert replicas_for_metric(85.0, 10, 10.0, 0.02, 0.2) == 10  # 15 % below: inside a 20 % scale-down band
+    assert replicas_for_metric(85.0, 10, 10.0, 0.2, 0.1) == 9
+    # At the upper edge the two expressions differ in float64: 1.33's band includes 110 / 100 (1 + 0.1 rounds to
+    # the same double), the symmetric |1 - r| <= 0.1 does not (see the first test).
+    assert within_tolerance(110.0 / 100.0, 0.1, 0.2)
+    assert not within_tolerance(110.0 / 100.0, 0.1, 0.1)
+    assert replicas_for_metric(110.0, 10, 10.0, 0.1, 0.2) == 10
+
+
+def test_scale_up_tolerance_changes_the_simulation() -> None:
+    # 10 replicas on a metric 5 % above their target: the default band holds them, a 2 % one scales up.
+    values = polls((100.0, 4), (105.0, 10))
+    held = simulate(values, HpaSettings(target_value=10.0), start=0.0, n_ticks=28)
+    tight = simulate(values, HpaSettings(target_value=10.0, scale_up_tolerance=0.02), start=0.0, n_ticks=28)
+    assert int(held.replicas[-1]) == 10 and int(tight.replicas[-1]) == 11
+    with pytest.raises(ValueError, match="scale_down_tolerance"):
+        HpaSettings(target_value=10.0, scale_down_tolerance=1.0)

@@ -17,7 +17,8 @@ from scaler_service.backtest.cli import build_parser, run
 from scaler_service.backtest.fitcache import FitCache, counting_fit
 from scaler_service.backtest.forecast_table import ForecastTable
 from scaler_service.backtest.hpa import HpaSettings
-from scaler_service.backtest.scaledobject import ObjectSettings
+from scaler_service.backtest.metrics import shortfall_causes
+from scaler_service.backtest.scaledobject import ObjectSettings, scaled_object, to_yaml
 from scaler_service.backtest.strategies import PredictiveSettings, predictive_metric
 from scaler_service.backtest.trace import DemandTrace, TraceError
 from scaler_service.backtest.tune import (
@@ -30,7 +31,7 @@ from scaler_service.backtest.tune import (
     tune,
 )
 from scaler_service.backtest.tune_cli import run_tuning, share
-from scaler_service.backtest.tune_report import TuneReport
+from scaler_service.backtest.tune_report import TuneReport, to_json
 from scaler_service.trigger import TriggerParser
 from tests.backtest.helpers import seasonal_naive_fit
 from tests.backtest.tune_helpers import daily_trace, with_holdout_replaced
@@ -62,9 +63,18 @@ def _search(
     return tune(trace, HPA, PRED, table, split, service, **{**SMALL, **grid}), table, counts
 
 
-def _tuned(trace: DemandTrace, objects: ObjectSettings | None = None) -> TuneReport:
+def _tuned(trace: DemandTrace, objects: ObjectSettings | None = None, *, tune_tolerance: bool = False) -> TuneReport:
     return run_tuning(
-        trace, HPA, PRED, ONE_PCT, objects or ObjectSettings(), holdout_days=1, tune_days=2, fit=_fit(), grid=SMALL
+        trace,
+        HPA,
+        PRED,
+        ONE_PCT,
+        objects or ObjectSettings(),
+        holdout_days=1,
+        tune_days=2,
+        fit=_fit(),
+        grid=SMALL,
+        tune_tolerance=tune_tolerance,
     )
 
 
@@ -222,6 +232,17 @@ def test_scaled_object_yaml_validates_against_kedas_crd_and_the_scalers_parser()
         assert parsed.predict_horizon_s == winner.lead_s
     else:
         assert "predictHorizon" not in meta
+    # A tuned scale-up tolerance is written as a quantity string KEDA's CRD takes; a bare number is refused.
+    assert "tolerance" not in behavior["scaleUp"]
+    with_tolerance = scaled_object(replace(winner, scale_up_tolerance=0.02), HPA, objects, [])
+    jsonschema.validate(with_tolerance, _crd_schema())
+    scale_up = with_tolerance["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]
+    assert scale_up["tolerance"] == "0.02"
+    assert yaml.safe_load(to_yaml(with_tolerance, [])) == with_tolerance
+    for bad in (0.02, "2 %", "-0.x"):
+        scale_up["tolerance"] = bad
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(with_tolerance, _crd_schema())
 
 
 def test_reactive_winner_writes_the_reactive_configuration_and_says_so() -> None:
@@ -267,3 +288,61 @@ def test_plot_marks_the_held_back_stretch(tmp_path: Path) -> None:
     report = _tuned(daily_trace(5, seed=1))
     out = plot_tuned(report, tmp_path / "tune.png")
     assert out.stat().st_size > 10_000
+
+
+def _scale_up(report: TuneReport) -> dict:  # type: ignore[type-arg]
+    return report.scaled_object["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]  # type: ignore[no-any-return]
+
+
+def test_tolerance_search_lowers_the_band_where_the_shortfalls_sit() -> None:
+    # A smooth daily shape: demand creeps a little above capacity, inside the HPA's 10 % band, where no metric
+    # makes it scale; without a lower tolerance only headroom (a lower threshold) covers it.
+    trace = daily_trace(5, seed=3, noise=0.0)
+    plain = _tuned(trace)
+    split = plain.search.split
+    for label in ("reactive_default", "predictive_default"):
+        causes = shortfall_causes(
+            plain.outcomes[label].simulation, plain.demand_at_ticks, tolerance=0.1, eval_from=split.holdout_from_tick
+        )
+        assert causes is not None and causes.tolerance_share >= 0.75, label
+
+    # Without --tune-tolerance the tolerance is never changed and the ScaledObject does not set it.
+    assert {s.candidate.scale_up_tolerance for s in plain.search.tried} == {0.1}
+    assert "tolerance" not in _scale_up(plain) and "tolerance:" not in plain.yaml
+    assert "HPAConfigurableTolerance" not in plain.yaml
+
+    tuned = _tuned(trace, tune_tolerance=True)
+    assert {s.candidate.scale_up_tolerance for s in tuned.search.tried} == {0.0, 0.02, 0.05, 0.1}
+    for chosen, before in (
+        (tuned.search.reactive, plain.search.reactive),
+        (tuned.search.predictive, plain.search.predictive),
+    ):
+        assert chosen.feasible and before.feasible
+        assert chosen.candidate.scale_up_tolerance < 0.1
+        # Less headroom for the same service level: fewer replica-hours on the tuning stretch.
+        assert chosen.candidate.target_value > before.candidate.target_value
+        assert chosen.metrics.replica_hours < before.metrics.replica_hours
+    # ... and on the held-back day, still at the service level.
+    for label in ("reactive_tuned", "predictive_tuned"):
+        assert tuned.outcomes[label].excess == 0
+        assert tuned.outcomes[label].metrics.replica_hours < plain.outcomes[label].metrics.replica_hours
+
+    winner = tuned.outcomes[f"{tuned.winner}_tuned"].candidate
+    assert winner.scale_up_tolerance < 0.1
+    assert _scale_up(tuned)["tolerance"] == f"{winner.scale_up_tolerance:g}"
+    assert yaml.safe_load(tuned.yaml) == tuned.scaled_object
+    jsonschema.validate(tuned.scaled_object, _crd_schema())
+    assert "HPAConfigurableTolerance" in tuned.yaml.split("apiVersion")[0]
+    assert f"scale-up tolerance {winner.scale_up_tolerance:g}" in tuned.verdict
+    assert (
+        to_json(tuned)["holdout"][f"{tuned.winner}_tuned"]["settings"]["scale_up_tolerance"]
+        == winner.scale_up_tolerance
+    )
+    assert "scale-up tolerance" not in plain.verdict
+
+
+def test_tune_tolerance_flag() -> None:
+    base = ["--trace", "nasa-http-1995", "--target-value", "10", "--tune"]
+    assert build_parser().parse_args(base).tune_tolerance is False
+    assert build_parser().parse_args([*base, "--tune-tolerance"]).tune_tolerance is True
+    assert "HPAConfigurableTolerance" in build_parser().format_help()
