@@ -12,13 +12,11 @@ Production: ``ComputeGateway(DefaultAzureCredential())`` (workload identity in A
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
     HardwareProfile,
@@ -39,18 +37,15 @@ from rightsizer.azure.arm_json import (
     unusable_vm,
     vm_from_arm,
 )
+from rightsizer.azure.clients import DEFAULT_MAX_RESPONSE_MB, ComputeClients
 from rightsizer.azure.errors import PermanentAzureError
 from rightsizer.azure.listing import got_json, listed_json
 from rightsizer.azure.resources import ScaleSetInfo, ScaleSetRef, SkuInfo, UnreadableScaleSet, VmRef
 from rightsizer.azure.retry import RetrySettings, call_with_retries, classify
-from rightsizer.bounded_http import BoundedSession
 from rightsizer.domain import VmInfo
 from rightsizer.inventory import flag_duplicate_ids
 
 T = TypeVar("T")
-
-DEFAULT_MAX_RESPONSE_MB = 64.0
-"""The cap on one Resource Manager answer when the caller sets none (``azure.max_response_mb``)."""
 
 UNUSABLE_RESPONSE = "UnusableResponse"
 """Code of the :class:`PermanentAzureError` raised when one resource read by name has JSON that cannot be used."""
@@ -73,46 +68,22 @@ class ComputeGateway:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._credential = credential
-        self._base_url = base_url
-        self._connection_verify = connection_verify
-        self._polling_interval = polling_interval
-        self._max_response_bytes = int(max_response_mb * 2**20)
+        self._clients = ComputeClients(
+            credential,
+            base_url=base_url,
+            connection_verify=connection_verify,
+            polling_interval=polling_interval,
+            max_response_mb=max_response_mb,
+        )
         self.retry = retry or RetrySettings()
         self._sleep = sleep
         self._clock = clock
-        self._clients: dict[str, ComputeManagementClient] = {}
-        self._lock = threading.Lock()
 
     def client(self, subscription_id: str) -> ComputeManagementClient:
-        with self._lock:
-            client = self._clients.get(subscription_id)
-            if client is None:
-                # Our own session under azure-core's transport: every answer is read up to the cap, then refused
-                # (classified permanent by retry.classify), before the SDK holds or parses it.
-                transport = RequestsTransport(
-                    session=BoundedSession(self._max_response_bytes),
-                    session_owner=True,
-                    connection_verify=self._connection_verify,
-                )
-                kwargs: dict[str, Any] = {
-                    "connection_verify": self._connection_verify,
-                    "retry_total": 0,
-                    "transport": transport,
-                }
-                if self._base_url is not None:
-                    kwargs["base_url"] = self._base_url
-                if self._polling_interval is not None:
-                    kwargs["polling_interval"] = self._polling_interval
-                client = ComputeManagementClient(self._credential, subscription_id, **kwargs)
-                self._clients[subscription_id] = client
-            return client
+        return self._clients.client(subscription_id)
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+        self._clients.close()
 
     def _call(self, operation: str, fn: Callable[[], T], **context: Any) -> T:
         return call_with_retries(operation, fn, retry=self.retry, sleep=self._sleep, clock=self._clock, **context)
