@@ -69,6 +69,7 @@ class ComputeGateway:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clients = ComputeClients(
+            ComputeManagementClient,
             credential,
             base_url=base_url,
             connection_verify=connection_verify,
