@@ -25,17 +25,11 @@ from typing import Any
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """512 MiB of (decompressed) text: about 12 million metric rows, within the CronJob's 2 GiB memory limit once
 parsed. ``--max-file-mb`` raises or lowers it."""
-PREFIX_CHARS = 40
 _CHUNK = 1 << 20
 
 
 class FileProblem(ValueError):
     """An input file that cannot be used as a whole (unreadable, too big, corrupt, not UTF-8, not JSON)."""
-
-
-def quote_prefix(text: str, limit: int = PREFIX_CHARS) -> str:
-    """``repr`` of at most ``limit`` characters of ``text`` (an error message never repeats a huge value)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def _check_regular(path: Path, what: str) -> None:

@@ -29,9 +29,10 @@ import numpy as np
 import numpy.typing as npt
 
 from rightsizer.domain import PowerState, Priority, VmInfo
-from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem, load_json, quote_prefix, read_bytes
-from rightsizer.inventory import flag_duplicate_ids, quote_value
+from rightsizer.files import DEFAULT_MAX_BYTES, FileProblem, load_json, read_bytes
+from rightsizer.inventory import flag_duplicate_ids
 from rightsizer.prices import normalise_size_name
+from rightsizer.quoting import quote_prefix, quote_value
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,5 +1,5 @@
 """Rules every inventory follows, whether it was read from a file (:mod:`rightsizer.inputs`) or listed from Azure
-(:mod:`rightsizer.azure.arm_json`): how a bad value is quoted, and what an id listed twice means.
+(:mod:`rightsizer.azure.arm_json`): what an id listed twice means.
 
 A bad entry is never dropped: it is a :class:`~rightsizer.domain.VmInfo` with its ``problem`` set, shown as a
 skipped row (gate ``inventory``), so one bad VM never hides or stops the others.
@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from rightsizer.domain import VmInfo
-
-QUOTE_CHARS = 40
-"""A bad value is quoted in a problem as its ``repr``, cut to this many characters."""
-
-
-def quote_value(value: Any) -> str:
-    """A bad value as quoted in a problem: its repr, at most :data:`QUOTE_CHARS` characters."""
-    text = repr(value)
-    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
+from rightsizer.quoting import quote_value
 
 
 def flag_duplicate_ids(vms: Sequence[VmInfo], *, source: str) -> list[VmInfo]:

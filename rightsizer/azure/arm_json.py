@@ -14,10 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rightsizer.azure.resources import ScaleSetInfo, ScaleSetRef, SkuInfo, VmRef
+from rightsizer.azure.resources import SCALE_SET_ID_FORM, VM_ID_FORM, ScaleSetInfo, ScaleSetRef, SkuInfo, VmRef
 from rightsizer.domain import PowerState, Priority, VmInfo
-from rightsizer.files import quote_prefix
-from rightsizer.inventory import quote_value
+from rightsizer.quoting import quote_prefix, quote_value
 
 _SIZE = re.compile(r"^(?:standard|basic)_[a-z0-9_-]{1,64}$", re.IGNORECASE)
 _REGION = re.compile(r"^[a-z0-9]{1,64}$", re.IGNORECASE)
@@ -25,11 +24,6 @@ _NAME_CHARS = 256
 _PRIORITIES = {"regular": Priority.REGULAR, "spot": Priority.SPOT, "low": Priority.SPOT}
 """``Low`` is the former name of Spot (low-priority VMs)."""
 _POWER_STATES = tuple(p.value for p in PowerState)
-
-VM_ID_FORM = "/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>"
-SCALE_SET_ID_FORM = (
-    "/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>"
-)
 
 
 class EntryProblem(ValueError):

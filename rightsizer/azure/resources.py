@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rightsizer.domain import Priority, VmInfo
+from rightsizer.quoting import quote_prefix
 
 _VM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
@@ -19,6 +20,14 @@ _SCALE_SET_ID = re.compile(
     r"virtualMachineScaleSets/(?P<ss>[^/]+)$",
     re.IGNORECASE,
 )
+
+
+VM_ID_FORM = "/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>"
+SCALE_SET_ID_FORM = (
+    "/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>"
+)
+ID_QUOTE_CHARS = 200
+"""An id that does not parse is quoted to this many characters: enough for any real ARM id, not for a megabyte."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +45,7 @@ class VmRef:
         match = _VM_ID.match(arm_id)
         if match is None:
             raise ValueError(
-                f"not a VM resource id: {_quoted_id(arm_id)}; expected /subscriptions/<sub>/resourceGroups/<rg>/"
-                "providers/Microsoft.Compute/virtualMachines/<name> "
+                f"not a VM resource id: {quote_prefix(arm_id, ID_QUOTE_CHARS)}; expected {VM_ID_FORM} "
                 "(or .../virtualMachineScaleSets/<ss>/virtualMachines/<id>)"
             )
         if match["vm"]:
@@ -67,8 +75,7 @@ class ScaleSetRef:
         match = _SCALE_SET_ID.match(arm_id)
         if match is None:
             raise ValueError(
-                f"not a scale set resource id: {_quoted_id(arm_id)}; expected /subscriptions/<sub>/resourceGroups/<rg>/"
-                "providers/Microsoft.Compute/virtualMachineScaleSets/<name>"
+                f"not a scale set resource id: {quote_prefix(arm_id, ID_QUOTE_CHARS)}; expected {SCALE_SET_ID_FORM}"
             )
         return cls(match["sub"], match["rg"], match["ss"])
 
@@ -118,12 +125,3 @@ class SkuInfo:
     capabilities: Mapping[str, str]
     zones: tuple[str, ...] = ()
     restricted: bool = False
-
-
-ID_QUOTE_CHARS = 200
-"""An id that does not parse is quoted to this many characters: enough for any real ARM id, not for a megabyte."""
-
-
-def _quoted_id(arm_id: str) -> str:
-    text = repr(arm_id)
-    return text if len(text) <= ID_QUOTE_CHARS else text[: ID_QUOTE_CHARS - 3] + "..."

@@ -48,6 +48,7 @@ from rightsizer.azure.retry import RetrySettings, call_with_retries
 from rightsizer.domain import VmInfo
 from rightsizer.inputs import FloatArray
 from rightsizer.metrics import NoUsage, Usage, VmUsage, apply_memory_policy, usage_from_samples
+from rightsizer.quoting import cut
 from rightsizer.settings import DAY_S, AzureMonitorSettings, MetricsSettings
 from rightsizer.sources.azure_monitor_answer import (
     AGGREGATION,
@@ -56,7 +57,6 @@ from rightsizer.sources.azure_monitor_answer import (
     Samples,
     StreamedBody,
     collect,
-    short,
 )
 from rightsizer.sources.azure_monitor_batches import Batch, endpoint_for, plan_batches, time_chunks
 
@@ -226,7 +226,7 @@ class AzureMonitorSource:
                 with self.stats.lock:
                     self.stats.failed_batches += 1
                 status = f"HTTP {exc.status} " if exc.status else ""
-                reason = short(
+                reason = cut(
                     f"Azure Monitor query failed for this VM's batch ({batch.region}, {len(batch.vms)} VMs): "
                     f"{status}{exc.code or 'error'}: {exc.message}"
                 )
@@ -240,7 +240,7 @@ class AzureMonitorSource:
                 except ValueError as exc:
                     with self.stats.lock:
                         self.stats.failed_batches += 1
-                    reason = short(f"Azure Monitor's answer for this VM's batch is not JSON: {exc}")
+                    reason = cut(f"Azure Monitor's answer for this VM's batch is not JSON: {exc}")
                     return {vm.id: NoUsage(vm.id, reason) for vm in batch.vms}
                 finally:
                     del doc

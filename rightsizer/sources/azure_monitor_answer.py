@@ -18,11 +18,11 @@ import numpy as np
 
 from rightsizer.azure.errors import PermanentAzureError
 from rightsizer.inputs import FloatArray
+from rightsizer.quoting import cut
 
 CPU_METRIC = "Percentage CPU"
 MEMORY_METRIC = "Available Memory Bytes"
 AGGREGATION = "average"
-MAX_REASON_CHARS = 300
 
 
 @dataclass
@@ -101,10 +101,6 @@ class StreamedBody:
         return {"values": []}
 
 
-def short(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
-
-
 def resource_of(item: Mapping[str, Any]) -> str | None:
     rid = item.get("resourceid")
     if isinstance(rid, str):
@@ -134,7 +130,7 @@ def collect(doc: Any, samples: Mapping[str, Samples]) -> None:
             name_text = name.get("value") if isinstance(name, Mapping) else name
             code = metric.get("errorCode")
             if code not in (None, "Success"):
-                problem = short(f"{code}: {metric.get('errorMessage') or 'no message'}")
+                problem = cut(f"{code}: {metric.get('errorMessage') or 'no message'}")
                 if name_text == CPU_METRIC:
                     target.error = problem
                 elif name_text == MEMORY_METRIC:

@@ -22,10 +22,8 @@ from rightsizer.bounded_http import BoundedSession, ResponseTooLarge
 from rightsizer.domain import VmInfo
 from rightsizer.inputs import FloatArray
 from rightsizer.metrics import NoUsage, Usage, apply_memory_policy, usage_from_samples
+from rightsizer.quoting import cut
 from rightsizer.settings import DAY_S, MetricsSettings, SettingsError
-
-ERROR_QUOTE_CHARS = 300
-"""An error from Prometheus or its client is quoted in a reason to this many characters."""
 
 
 class PrometheusUnreachable(RuntimeError):
@@ -123,7 +121,7 @@ def _query_samples(
             step=f"{int(step_s)}s",
         )
         if len(result) > 1:
-            labels = "; ".join(str(s.get("metric", {}))[:ERROR_QUOTE_CHARS] for s in result[:3])
+            labels = "; ".join(cut(str(s.get("metric", {}))) for s in result[:3])
             raise ValueError(f"query returned {len(result)} series ({labels}); exactly one per VM is needed: {query}")
         if result:
             pairs = result[0].get("values", [])
@@ -162,28 +160,20 @@ def usage_from_prometheus(
             out[vm.id] = NoUsage(vm.id, f"metrics query failed: {exc}")
             continue
         except (ValueError, OSError) as exc:
-            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {_error_text(exc)}")
+            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {cut(str(exc))}")
             continue
         except Exception as exc:  # prometheus-api-client raises its own exception types for HTTP errors
             if not answered:  # refused before any answer (401, 403, 5xx): no VM will fare better
                 raise PrometheusUnreachable(
                     f"Prometheus {settings.prometheus_url} refused the first query: {type(exc).__name__}: "
-                    f"{_error_text(exc)}"
+                    f"{cut(str(exc))}"
                 ) from None
-            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {type(exc).__name__}: {_error_text(exc)}")
+            out[vm.id] = NoUsage(vm.id, f"metrics query failed: {type(exc).__name__}: {cut(str(exc))}")
             continue
         memory = _align(ts, mts, mem)
         usage = usage_from_samples(vm.id, ts, cpu, memory, settings, now)
         out[vm.id] = apply_memory_policy(usage, allow_cpu_only=settings.size_without_memory)
     return out
-
-
-def _error_text(exc: BaseException) -> str:
-    """An error's text cut to a short prefix: the client library puts the answer's whole body into its HTTP errors,
-    and a reason is a line in a report, not a copy of what Prometheus sent. (A connection error is quoted whole:
-    requests builds it from our own URL, and its cause, e.g. CERTIFICATE_VERIFY_FAILED, comes last.)"""
-    text = str(exc)
-    return text if len(text) <= ERROR_QUOTE_CHARS else text[: ERROR_QUOTE_CHARS - 3] + "..."
 
 
 def _too_large_reason(query: str, exc: ResponseTooLarge) -> str:
