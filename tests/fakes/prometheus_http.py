@@ -138,6 +138,12 @@ class FakePrometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def wait_until_sent(self, at_least: int, timeout_s: float = 10.0) -> None:
+        """The fake writes on its own thread: let it run into the closed connection before its bytes are counted."""
+        deadline = time.monotonic() + timeout_s
+        while self.bytes_sent < at_least and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def start(self) -> FakePrometheus:
         self._thread.start()
         return self

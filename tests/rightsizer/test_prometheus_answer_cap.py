@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -48,13 +47,6 @@ def assert_others_sized(usage: dict[str, VmUsage | NoUsage], value: float) -> No
         assert float(u.cpu.values.max()) == pytest.approx(value)
 
 
-def wait_for_the_sender(prom: FakePrometheus, at_least: int) -> None:
-    """The fake writes on its own thread: let it run into the closed connection before counting."""
-    deadline = time.monotonic() + 10
-    while prom.bytes_sent < at_least and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def test_a_huge_answer_skips_that_vm_naming_the_cap_and_is_not_held() -> None:
     # 40 MB of distinct series streamed without a length for vm-big's query: refused at the 1 MiB cap.
     with fake_prometheus(range_value=20.0, huge_answer_bytes=40_000_000, huge_range_query=f'"{BIG}"') as prom:
@@ -64,7 +56,7 @@ def test_a_huge_answer_skips_that_vm_naming_the_cap_and_is_not_held() -> None:
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        wait_for_the_sender(prom, 2**20)
+        prom.wait_until_sent(2**20)
     big = usage[BIG]
     assert isinstance(big, NoUsage)
     assert big.reason.startswith(f"metrics query failed: Prometheus answered 'cpu{{instance=\"{BIG}\"}}' with more")

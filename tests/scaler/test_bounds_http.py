@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from scaler_service.http_server import BoundedHttpServer, Response, route_for, text
-from tests.scaler.conftest import ScriptedSource, StartScaler, client_for
+from tests.scaler.conftest import ScriptedSource, StartScaler, client_for, serving_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,13 +115,7 @@ def test_half_open_connections_and_disconnects_against_the_serve_command() -> No
     )
     half_open: list[socket.socket] = []
     try:
-        assert proc.stderr is not None
-        line = ""
-        deadline = time.monotonic() + 60
-        while "scaler serving" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "serve exited early"
-        port = json.loads(line)["http_port"]
+        port = json.loads(serving_line(proc))["http_port"]
         threads_before = _threads(proc.pid)
         for _ in range(1000):
             s = socket.create_connection(("127.0.0.1", port))

@@ -234,9 +234,7 @@ def test_an_answer_over_the_size_cap_is_refused_while_it_is_read() -> None:
         with pytest.raises(QueryError, match=r"with more than 1 MiB, which is refused: narrow the query"):
             source.fetch_latest("up", 1_700_000_000.0)
         source.close()
-        deadline = time.monotonic() + 10
-        while prom.bytes_sent < 2**20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        prom.wait_until_sent(2**20)
     assert 2**20 <= prom.bytes_sent < 20_000_000
 
 
