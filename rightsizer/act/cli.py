@@ -267,7 +267,7 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None, out: TextIO | None = None) -> int:
-    from rightsizer.act.spot import run_spot_passes
+    from rightsizer.act.spot import FAILED_MODE, run_spot_passes
 
     out = out or sys.stdout
     settings = _settings(args)
@@ -280,7 +280,7 @@ def cmd_spot(args: argparse.Namespace, *, compute: ComputeGateway | None = None,
         for result in run_spot_passes(
             gateway, subscription, groups, settings.act.spot, now, audit, dry_run=not args.apply
         ):
-            if result.mode == "error":
+            if result.mode == FAILED_MODE:
                 failures += 1
                 out.write(f"{result.scale_set}: failed: {'; '.join(result.errors)}\n")
             elif result.dry_run and result.plan is not None:

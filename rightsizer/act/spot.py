@@ -24,6 +24,10 @@ from rightsizer.domain import Priority
 log = structlog.wrap_logger(None, logger_factory_args=(__name__,), cache_logger_on_first_use=False)
 
 
+FAILED_MODE = "error"
+"""The ``mode`` of a :class:`SpotPassResult` for a scale set that got no pass."""
+
+
 @dataclass(frozen=True, slots=True)
 class SpotPassResult:
     scale_set: str
@@ -35,6 +39,11 @@ class SpotPassResult:
     errors: tuple[str, ...] = ()
     dry_run: bool = False
     plan: SpotPlan | None = None
+
+    @classmethod
+    def failed(cls, scale_set: str, reason: str, *, dry_run: bool) -> SpotPassResult:
+        """A scale set that got no pass (mode ``error``): unreadable, or its pass failed."""
+        return cls(scale_set, FAILED_MODE, 0, 0, False, (), (reason,), dry_run=dry_run)
 
 
 def run_spot_pass(
@@ -154,7 +163,7 @@ def run_spot_passes(
     for scale_set in compute.list_scale_sets(subscription_id, resource_groups):
         if isinstance(scale_set, UnreadableScaleSet):  # its priority is unknown: it may hold Spot instances
             log.warning("spot.scale_set_unreadable", scale_set=scale_set.label, error=scale_set.problem)
-            results.append(SpotPassResult(scale_set.label, "error", 0, 0, False, (), (scale_set.problem,)))
+            results.append(SpotPassResult.failed(scale_set.label, scale_set.problem, dry_run=dry_run))
             continue
         if scale_set.priority is not Priority.SPOT:
             continue
@@ -162,5 +171,5 @@ def run_spot_passes(
             results.append(run_spot_pass(compute, scale_set, settings, now, audit, dry_run=dry_run))
         except AzureError as error:
             log.warning("spot.pass_failed", scale_set=scale_set.name, error=str(error))
-            results.append(SpotPassResult(scale_set.name, "error", 0, 0, False, (), (str(error),), dry_run=dry_run))
+            results.append(SpotPassResult.failed(scale_set.name, str(error), dry_run=dry_run))
     return results
