@@ -242,16 +242,7 @@ class FitRunner:
             current = self._book.entries.get(entry.key) is entry
             next_due: float | None = None
             if current:
-                next_due = settle(
-                    self._settings,
-                    self._rng,
-                    entry,
-                    error=error,
-                    finished=now,
-                    duration_s=duration,
-                    shared=self._persistence.shared,
-                )
-                self._book.schedule.push(entry)
+                next_due = self._reschedule(entry, error=error, finished=now, duration_s=duration)
             outcome = FitOutcome(
                 key=entry.key,
                 ok=False,
@@ -280,10 +271,7 @@ class FitRunner:
             if self._on_fit is None:  # else the owner's callback reports it, once
                 self._log.warning("model fit abandoned", key=outcome.key, error=outcome.error)
             else:
-                try:
-                    self._on_fit(outcome)
-                except Exception:
-                    self._log.exception("on_fit callback failed", key=outcome.key)
+                self._report(outcome)
 
     def _claim(self, token: int, entry: CacheEntry, now: float) -> FitClaim | None:
         """With a shared store: the claim, or None after rescheduling ``entry`` to when it is due there (or when
@@ -363,16 +351,7 @@ class FitRunner:
             if current:
                 if model is not None and not superseded and generation > entry.generation:
                     self._book.set_model(entry, model, generation)
-                next_due = settle(
-                    self._settings,
-                    self._rng,
-                    entry,
-                    error=error,
-                    finished=finished,
-                    duration_s=duration,
-                    shared=self._persistence.shared,
-                )
-                self._book.schedule.push(entry)
+                next_due = self._reschedule(entry, error=error, finished=finished, duration_s=duration)
                 if model is not None:
                     self._book.evict(keep=key)
         shared = self._persistence.shared_store
@@ -397,10 +376,29 @@ class FitRunner:
                 model=model,
                 discarded=not current,
             )
-            try:
-                self._on_fit(outcome)
-            except Exception:
-                self._log.exception("on_fit callback failed", key=key)
+            self._report(outcome)
+
+    def _reschedule(self, entry: CacheEntry, *, error: str | None, finished: float, duration_s: float) -> float:
+        """After an attempt ends (the book's lock held): ``entry``'s next fit time, on the schedule again."""
+        next_due = settle(
+            self._settings,
+            self._rng,
+            entry,
+            error=error,
+            finished=finished,
+            duration_s=duration_s,
+            shared=self._persistence.shared,
+        )
+        self._book.schedule.push(entry)
+        return next_due
+
+    def _report(self, outcome: FitOutcome) -> None:
+        """The owner's callback, which must not take the fit runner down with it."""
+        assert self._on_fit is not None
+        try:
+            self._on_fit(outcome)
+        except Exception:
+            self._log.exception("on_fit callback failed", key=outcome.key)
 
 
 __all__ = ["FitRunner"]
